@@ -1,0 +1,21 @@
+# The two commands of the README. Each builds .venv on first use and is quick after that.
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint
+
+demo: $(STAMP)
+	$(VENV)/bin/mmjax train --config experiments/tiny_cpu.py --workdir runs/demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mmjax tests tools experiments
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)

@@ -1,0 +1,24 @@
+"""The demo: a tiny image-text CLIP on SynthMed chest radiographs, a few minutes on 2 CPU cores."""
+
+from mmjax.config import Config
+
+
+def get_config() -> Config:
+    cfg = Config(name="tiny_cpu")
+    cfg.data.num_train = 4096
+    cfg.data.num_eval = 512
+    cfg.data.image_size = 32
+    cfg.data.max_text_len = 64
+    cfg.model.image.patch_size = 4
+    cfg.model.image.width = 96
+    cfg.model.image.depth = 3
+    cfg.model.text.width = 96
+    cfg.model.text.depth = 2
+    cfg.model.embed_dim = 64
+    cfg.train.batch_size = 128
+    cfg.train.num_steps = 600
+    cfg.train.log_every = 20
+    cfg.train.checkpoint_every = 200
+    cfg.optim.learning_rate = 1e-3
+    cfg.optim.warmup_steps = 50
+    return cfg

@@ -1,0 +1,260 @@
+"""Experiment configuration: typed, nested dataclasses that reject unknown keys.
+
+Dataclasses rather than ml_collections because the field annotations give every
+`--set a.b=c` override its type for free, a typo fails at construction instead of
+silently creating a new field, and editors complete and type-check configs.
+Experiment files in `experiments/` are plain Python exposing `get_config() -> Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where examples come from and how they are shaped."""
+
+    source: str = "synthmed"
+    seed: int = 0
+    num_train: int = 2048
+    num_eval: int = 256
+    image_size: int = 32
+    max_text_len: int = 96
+    vocab_size: int = 1024  # target size when training the tokenizer on the reports
+
+
+@dataclasses.dataclass
+class ViTConfig:
+    patch_size: int = 8
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_dim: int = 256
+    pool: str = "cls"  # cls | mean
+
+
+@dataclasses.dataclass
+class TextConfig:
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_dim: int = 256
+    pool: str = "mean"  # cls | mean
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    image: ViTConfig = dataclasses.field(default_factory=ViTConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    embed_dim: int = 64
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0  # CLIP clips exp(logit_scale) here
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    learning_rate: float = 1e-3
+    end_learning_rate_factor: float = 0.01
+    warmup_steps: int = 20
+    weight_decay: float = 0.05
+    b1: float = 0.9
+    b2: float = 0.98
+    grad_clip_norm: float = 1.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 64
+    num_steps: int = 200
+    log_every: int = 10
+    checkpoint_every: int = 100
+    max_checkpoints: int = 2
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    batch_size: int = 128
+    recall_at: tuple[int, ...] = (1, 5, 10)
+
+
+@dataclasses.dataclass
+class ParallelConfig:
+    data: int = -1  # devices on the data axis; -1 takes all local devices
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = "unnamed"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def leaf_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """All dotted paths to non-dataclass fields, e.g. 'train.batch_size'."""
+    keys = []
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        path = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            keys.extend(leaf_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Parses the string of a --set override into the field's annotated type."""
+    origin = typing.get_origin(annotation)
+    try:
+        if annotation is bool:
+            lowered = text.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
+        if annotation in (int, float, str):
+            return annotation(text)
+        if origin is tuple:
+            (item_type, _ellipsis) = typing.get_args(annotation)
+            items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+            return tuple(_parse_value(t.strip(), item_type, key) for t in items)
+    except ValueError:
+        raise ConfigError(
+            f"config key '{key}' expects {_type_name(annotation)}, got '{text}'"
+        ) from None
+    raise ConfigError(f"config key '{key}' has type {annotation!r} that --set cannot parse")
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Checks a Python value (from JSON or code) against the field type."""
+    if typing.get_origin(annotation) is tuple and isinstance(value, list | tuple):
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, key) for v in value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    is_bool_as_int = annotation is int and isinstance(value, bool)
+    if isinstance(annotation, type) and isinstance(value, annotation) and not is_bool_as_int:
+        return value
+    raise ConfigError(f"config key '{key}' expects {_type_name(annotation)}, got {value!r}")
+
+
+def override(cfg: Config, assignment: str) -> None:
+    """Applies one 'a.b=c' override in place, parsing c to the field's type."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' is not of the form key=value")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    node = _parent_of(cfg, key)
+    name = key.rsplit(".", 1)[-1]
+    annotation = _field_types(type(node))[name]
+    setattr(node, name, _parse_value(text, annotation, key))
+
+
+def _parent_of(cfg: Any, key: str) -> Any:
+    """Returns the dataclass holding the leaf `key`, or raises naming the bad key."""
+    valid = leaf_keys(cfg)
+    if key not in valid:
+        raise _unknown_key_error(key, valid)
+    return _get(cfg, key.rpartition(".")[0]) if "." in key else cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
+    """Builds a config from nested dicts (e.g. a workdir's config.json), strictly."""
+    types_ = _field_types(cls)
+    valid = [f"{prefix}{k}" for k in types_]
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in types_:
+            raise _unknown_key_error(key, valid)
+        annotation = types_[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' expects a section, got {value!r}")
+            kwargs[name] = from_dict(value, annotation, key + ".")
+        else:
+            kwargs[name] = _coerce(value, annotation, key)
+    return cls(**kwargs)
+
+
+def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Runs an experiment file's get_config() and applies --set overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"mmjax_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not isinstance(get_config, types.FunctionType):
+        raise ConfigError(f"config file {path} does not define get_config()")
+    cfg = get_config()
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}, not Config")
+    for assignment in overrides:
+        override(cfg, assignment)
+    return cfg
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def read(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from e
+    return from_dict(data)
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs of the same class."""
+    return [
+        key
+        for key in leaf_keys(a, prefix)
+        if _get(a, key[len(prefix):]) != _get(b, key[len(prefix):])
+    ]
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -1,0 +1,586 @@
+"""SynthMed: synthetic patients with known ground truth (chest radiograph + report).
+
+Real corpora come with noisy, partly unknown labels, so one cannot tell what an
+image-text model has learned. Here each patient is drawn from a small model of
+correlated findings (`Patient`), and every modality is rendered from that latent
+state, so retrieval and zero-shot probes have exact answers.
+
+A patient is a pure function of (seed, index), with one random stream per part
+(latent, image, report): any host can generate any shard, and adding a modality
+later leaves the existing ones unchanged.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+FINDINGS = (
+    "cardiomegaly",
+    "pleural_effusion",
+    "nodule",
+    "pneumothorax",
+    "consolidation",
+    "atrial_fibrillation",
+    "reduced_ejection_fraction",
+)
+IMAGE_VISIBLE = ("cardiomegaly", "pleural_effusion", "nodule", "pneumothorax", "consolidation")
+SIDES = ("right", "left")  # patient sides; the patient's right is on the image left
+EFFUSION_SIDES = ("right", "left", "bilateral")
+ZONES = ("upper", "middle", "lower")
+
+# One independent random stream per part of a patient.
+LATENT_STREAM, IMAGE_STREAM, REPORT_STREAM = 0, 1, 2
+
+# Latent model: each finding, then the risk outcome, is Bernoulli with a logit that is a weighted
+# sum of features: a constant, age in decades from 60, male sex and the findings sampled before it.
+AGE_RANGE = (20.0, 90.0)
+FINDING_LOGITS = {
+    "reduced_ejection_fraction": {"constant": -2.1, "decades": 0.45, "male": 0.6},
+    "cardiomegaly": {"constant": -2.0, "decades": 0.1, "reduced_ejection_fraction": 2.85},
+    "atrial_fibrillation": {
+        "constant": -3.2,
+        "decades": 0.55,
+        "male": 0.2,
+        "cardiomegaly": 1.3,
+        "reduced_ejection_fraction": 0.6,
+    },
+    "pleural_effusion": {
+        "constant": -3.1,
+        "decades": 0.15,
+        "reduced_ejection_fraction": 1.4,
+        "cardiomegaly": 1.1,
+    },
+    "nodule": {"constant": -1.8, "decades": 0.3},
+    "pneumothorax": {"constant": -2.75, "decades": -0.1, "male": 0.3},
+    "consolidation": {"constant": -1.75, "decades": 0.1},
+}
+RISK_LOGIT = {
+    "constant": -1.9,
+    "decades": 0.4,
+    "male": 0.2,
+    "reduced_ejection_fraction": 1.3,
+    "atrial_fibrillation": 0.8,
+    "consolidation": 1.2,
+    "pleural_effusion": 0.5,
+}
+NORMAL_CTR, ENLARGED_CTR = (0.42, 0.50), (0.55, 0.70)
+NORMAL_EF, REDUCED_EF = (60.0, 5.0), (20.0, 40.0)  # normal: mean, std; reduced: range
+NODULE_SIZE_MM = (6.0, 30.0)
+
+# Radiograph geometry, in patient units: x to the image right (the patient's left), y down,
+# the image spans [-1, 1] before the acquisition pose and body size are applied.
+MIN_IMAGE_SIZE = 16
+MAX_PIXEL = 4095
+THORAX_HALF_WIDTH = 0.74
+THORAX_WIDTH_MM = 300.0
+LUNG_CENTER, LUNG_HALF_AXES = (0.42, 0.10), (0.32, 0.86)  # per side, x mirrored
+DOME_TOP = {"right": 0.30, "left": 0.36}  # the right hemidiaphragm sits higher
+DOME_DROP = 0.24  # from the dome top down to the costophrenic angles
+DOME_PEAK = 0.32  # distance of the dome top from the midline
+ZONE_Y = {"upper": (-0.60, -0.28), "middle": (-0.28, 0.04), "lower": (0.04, 0.30)}
+HILUM = (0.18, -0.05)
+COLLAPSE_ANCHOR = (0.12, 0.40)  # a collapsing lung shrinks towards its hilum and base
+HEART_CENTER_Y, HEART_HALF_HEIGHT = 0.24, 0.33
+HEART_LEFTWARD = 0.65  # fraction of the heart width to the patient's left of the midline
+EFFUSION_HEIGHT = (0.08, 0.4)  # fluid height above the costophrenic angle: base, per severity
+MENISCUS_RISE = 0.25  # extra height of the fluid along the lateral chest wall
+RIB_SPACING = 0.14
+VESSEL_BRANCHES = 16  # vessels fanning out of each hilum over a full turn
+
+# X-ray attenuation ("density") of each tissue; exposure maps density to pixel values.
+LUNG, PNEUMOTHORAX_AIR = 0.18, 0.05
+SOFT_TISSUE, MEDIASTINUM, HEART, ABDOMEN, FLUID = 0.5, 0.62, 0.68, 0.64, 0.6
+SPINE, CLAVICLE, RIB, VESSELS = 0.10, 0.22, 0.05, 0.14
+NODULE, CONSOLIDATION, PLEURAL_LINE = 0.40, 0.36, 0.12
+
+# Acquisition variation.
+MAX_ROTATION_DEG, MAX_ZOOM, MAX_SHIFT = 3.0, 0.04, 0.04
+GAIN, OFFSET, GAMMA = (2700.0, 3800.0), (50.0, 400.0), (0.8, 1.25)
+MAX_GRADIENT = 0.08  # relative intensity change across the image
+QUANTUM_NOISE, READ_NOISE = (0.6, 1.6), (5.0, 25.0)
+
+# Reports.
+HEDGES = ("possible", "likely", "cannot exclude", "probable")
+HEDGE_PROBABILITY = 0.1
+NEGATIVE_MENTION_PROBABILITY = 0.5
+MAX_FINDING_SENTENCES = 5  # keeps reports of multi-finding patients short
+NUMBERED_IMPRESSION_PROBABILITY = 0.3
+INDICATION_PROBABILITY = 0.6
+HISTORY_PROBABILITY = 0.5
+COMPLAINTS = ("dyspnea", "chest pain", "cough", "fever", "shortness of breath")
+NEGATIVE_SENTENCES = {
+    "cardiomegaly": (
+        "Heart size is normal.",
+        "Normal cardiac silhouette.",
+        "The heart is not enlarged.",
+        "Heart size is normal, cardiothoracic ratio {ctr}.",
+        "No cardiomegaly.",
+    ),
+    "pleural_effusion": (
+        "No pleural effusion.",
+        "There is no pleural effusion.",
+        "Costophrenic angles are sharp.",
+    ),
+    "nodule": (
+        "No pulmonary nodule.",
+        "No suspicious pulmonary nodules.",
+        "No focal nodule or mass.",
+    ),
+    "pneumothorax": ("No pneumothorax.", "There is no pneumothorax."),
+    "consolidation": (
+        "No focal consolidation.",
+        "There is no consolidation.",
+        "No airspace disease.",
+    ),
+}
+NO_EFFUSION_OR_PNEUMOTHORAX = "No pleural effusion or pneumothorax."
+CLEAR_LUNGS = "The lungs are clear without focal consolidation."
+NORMAL_FALLBACK = "The heart and lungs are unremarkable."
+NORMAL_IMPRESSIONS = ("No acute cardiopulmonary abnormality.", "Normal chest radiograph.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Effusion:
+    side: str  # "right", "left" or "bilateral"
+    severity: float  # 0..1; sets the fluid height
+
+
+@dataclasses.dataclass(frozen=True)
+class Nodule:
+    side: str
+    zone: str
+    size_mm: float
+    position: tuple[float, float]  # (medial-to-lateral, top-to-bottom) fractions within the zone
+
+
+@dataclasses.dataclass(frozen=True)
+class Pneumothorax:
+    side: str
+    size: float  # fraction by which the lung has collapsed
+
+
+@dataclasses.dataclass(frozen=True)
+class Consolidation:
+    side: str
+    zone: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+    """Latent ground truth of one patient; every modality is rendered from it."""
+
+    patient_id: int
+    age: float
+    sex: str  # "F" or "M"
+    body_size: float  # relative linear size, ~1
+    findings: tuple[bool, ...]  # aligned with FINDINGS
+    cardiothoracic_ratio: float
+    ejection_fraction: float  # percent
+    effusion: Effusion | None
+    nodule: Nodule | None
+    pneumothorax: Pneumothorax | None
+    consolidation: Consolidation | None
+    risk: bool
+
+    def has(self, finding: str) -> bool:
+        return self.findings[FINDINGS.index(finding)]
+
+
+def _stream(seed: int, index: int, part: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, part])
+
+
+def _pick(rng: np.random.Generator, options, p=None):
+    return options[rng.choice(len(options), p=p)]
+
+
+def _bernoulli_logit(rng, weights: dict[str, float], features: dict[str, float]) -> bool:
+    logit = sum(weight * features[name] for name, weight in weights.items())
+    return bool(rng.random() < 1.0 / (1.0 + np.exp(-logit)))
+
+
+def sample_patient(seed: int, index: int) -> Patient:
+    """Samples patient `index` of corpus `seed`; depends on nothing else."""
+    rng = _stream(seed, index, LATENT_STREAM)
+    age = AGE_RANGE[0] + (AGE_RANGE[1] - AGE_RANGE[0]) * rng.beta(2.2, 1.8)
+    male = bool(rng.random() < 0.5)
+    body_size = float(np.clip(rng.normal(1.03 if male else 0.97, 0.04), 0.88, 1.12))
+    features = {"constant": 1.0, "decades": (age - 60.0) / 10.0, "male": float(male)}
+    present = {}
+    for name, weights in FINDING_LOGITS.items():
+        present[name] = _bernoulli_logit(rng, weights, features)
+        features[name] = float(present[name])
+
+    reduced_ef = present["reduced_ejection_fraction"]
+    ctr = rng.uniform(*(ENLARGED_CTR if present["cardiomegaly"] else NORMAL_CTR))
+    ef = rng.uniform(*REDUCED_EF) if reduced_ef else np.clip(rng.normal(*NORMAL_EF), 50.0, 75.0)
+    effusion = nodule = pneumothorax = consolidation = None
+    if present["pleural_effusion"]:
+        sides_p = (0.3, 0.2, 0.5) if reduced_ef else (0.45, 0.35, 0.2)
+        effusion = Effusion(_pick(rng, EFFUSION_SIDES, sides_p), float(rng.uniform(0.15, 1.0)))
+    if present["nodule"]:
+        nodule = Nodule(
+            _pick(rng, SIDES),
+            _pick(rng, ZONES),
+            float(np.round(rng.uniform(*NODULE_SIZE_MM))),
+            (float(rng.random()), float(rng.random())),
+        )
+    if present["pneumothorax"]:
+        pneumothorax = Pneumothorax(_pick(rng, SIDES), float(rng.uniform(0.12, 0.4)))
+    if present["consolidation"]:
+        consolidation = Consolidation(_pick(rng, SIDES), _pick(rng, ZONES, (0.25, 0.3, 0.45)))
+    risk = _bernoulli_logit(rng, RISK_LOGIT, features)
+    return Patient(
+        patient_id=index,
+        age=float(age),
+        sex="M" if male else "F",
+        body_size=body_size,
+        findings=tuple(present[name] for name in FINDINGS),
+        cardiothoracic_ratio=float(ctr),
+        ejection_fraction=float(ef),
+        effusion=effusion,
+        nodule=nodule,
+        pneumothorax=pneumothorax,
+        consolidation=consolidation,
+        risk=risk,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Radiograph.
+
+
+def _side_sign(side: str) -> float:
+    """Image x direction of a patient side: the patient's right is on the image left."""
+    return -1.0 if side == "right" else 1.0
+
+
+def _inside(signed_distance, edge: float):
+    """Anti-aliased mask: 1 inside (negative distance), 0 outside, `edge` wide."""
+    return 0.5 - 0.5 * np.tanh(signed_distance / edge)
+
+
+def _ellipse_distance(x, y, center, half_axes):
+    """Approximate signed distance to an axis-aligned ellipse (negative inside)."""
+    (cx, cy), (a, b) = center, half_axes
+    return (np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2) - 1.0) * min(a, b)
+
+
+def _waves(rng, x, y, count: int, frequency: float):
+    """Smooth random field with unit variance: plane waves in random directions."""
+    angles = rng.uniform(0.0, 2 * np.pi, count)
+    wave_x, wave_y = frequency * rng.uniform(0.7, 1.3, count) * [np.cos(angles), np.sin(angles)]
+    phases = rng.uniform(0.0, 2 * np.pi, count)
+    field = sum(
+        np.cos(fx * x + fy * y + p)
+        for fx, fy, p in zip(wave_x.tolist(), wave_y.tolist(), phases.tolist(), strict=True)
+    )
+    return field * np.sqrt(2.0 / count).item()
+
+
+def _patient_grid(size: int, body_size: float, rng):
+    """Pixel centres in patient units under a random pose; returns x, y and the pixel size."""
+    axis = ((np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
+    image_x, image_y = np.meshgrid(axis, axis)
+    angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
+    zoom = body_size * rng.uniform(1.0 - MAX_ZOOM, 1.0 + MAX_ZOOM)
+    shift_x, shift_y = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
+    cos, sin = np.float32(np.cos(angle) / zoom), np.float32(np.sin(angle) / zoom)
+    dx, dy = image_x - np.float32(shift_x), image_y - np.float32(shift_y)
+    return cos * dx + sin * dy, cos * dy - sin * dx, 2.0 / (size * zoom)
+
+
+def _lung_geometry(side: str, scale: float = 1.0):
+    """Center and half axes of a lung's ellipse, optionally collapsed by `scale`."""
+    sign = _side_sign(side)
+    (cx, cy), (ax, ay) = LUNG_CENTER, LUNG_HALF_AXES
+    anchor_x, anchor_y = COLLAPSE_ANCHOR
+    center = (sign * (anchor_x + (cx - anchor_x) * scale), anchor_y + (cy - anchor_y) * scale)
+    return center, (ax * scale, ay * scale)
+
+
+def _dome(x, side: str):
+    """Upper border of a hemidiaphragm: highest medially, lowest at the costophrenic angle."""
+    lateral_edge = LUNG_CENTER[0] + LUNG_HALF_AXES[0]
+    distance = (_side_sign(side) * x - DOME_PEAK) / (lateral_edge - DOME_PEAK)
+    return DOME_TOP[side] + DOME_DROP * distance**2
+
+
+def _lung_mask(x, y, px: float, side: str):
+    """One lung field: its ellipse above the hemidiaphragm."""
+    in_ellipse = _inside(_ellipse_distance(x, y, *_lung_geometry(side)), px)
+    return in_ellipse * _inside(y - _dome(x, side), px)
+
+
+def _zone_point(side: str, zone: str, lateral: float, vertical: float):
+    """A point inside a lung zone from (medial-to-lateral, top-to-bottom) fractions."""
+    (cx, cy), (ax, ay) = LUNG_CENTER, LUNG_HALF_AXES
+    top, bottom = ZONE_Y[zone]
+    y = top + (bottom - top) * vertical
+    half_width = ax * max(1.0 - ((y - cy) / ay) ** 2, 0.0) ** 0.5
+    return _side_sign(side) * (cx + half_width * (1.2 * lateral - 0.4)), y
+
+
+def _anatomy(x, y, px: float, ctr: float, lung_density, fluid):
+    """Body, lungs (given their own density and pleural fluid), mediastinum, heart and bones."""
+    abs_x = np.abs(x)
+    body = np.minimum(
+        ((abs_x / 0.94) ** 4 + ((y - 0.25) / 1.15) ** 4) ** 0.25 - 1.0,
+        np.maximum(abs_x - 0.2, y + 0.8),  # neck
+    )
+    density = SOFT_TISSUE * _inside(body, px)
+    diaphragm = np.where(x < 0, _dome(x, "right"), _dome(x, "left"))
+    density += _inside(diaphragm - y, px) * (ABDOMEN * _inside(body, px) - density)
+    lungs = _lung_mask(x, y, px, "right") + _lung_mask(x, y, px, "left")
+    density += lungs * (lung_density - density)
+    density += fluid * (FLUID - density)
+
+    upper_mediastinum = np.maximum(np.abs(x - 0.01) - 0.1, np.maximum(y - 0.35, -0.95 - y))
+    aortic_knob = _ellipse_distance(x, y, (0.1, -0.3), (0.07, 0.07))
+    density += _inside(np.minimum(upper_mediastinum, aortic_knob), px) * (MEDIASTINUM - density)
+    heart_width = ctr * 2 * THORAX_HALF_WIDTH
+    heart_center = ((HEART_LEFTWARD - 0.5) * heart_width, HEART_CENTER_Y)
+    heart = _inside(_ellipse_distance(x, y, heart_center, (heart_width / 2, HEART_HALF_HEIGHT)), px)
+    density += heart * (HEART - density)
+
+    vertebrae = 0.8 + 0.2 * np.cos(2 * np.pi * y / 0.09)
+    density += SPINE * vertebrae * _inside(abs_x - 0.055, px)
+    clavicle_y = -0.68 - 0.15 * abs_x + 0.35 * (abs_x - 0.3) ** 2
+    along_clavicles = _inside(np.abs(abs_x - 0.35) - 0.27, px)
+    density += CLAVICLE * along_clavicles * _inside(np.abs(y - clavicle_y) - 0.022, px)
+    # Ribs fade out where they would alias (fewer than ~4 pixels apart).
+    rib_visibility = min(max((RIB_SPACING / px - 3.0) / 3.0, 0.0), 1.0)
+    rib_phase = 2 * np.pi * (y + 0.5 * abs_x - abs_x**2) / RIB_SPACING  # arching over the lungs
+    ribs = np.clip((np.cos(rib_phase) - 0.5) / 0.5, 0.0, 1.0)
+    return density + RIB * rib_visibility * ribs * lungs
+
+
+def _lung_density(x, y, px: float, patient: Patient, rng):
+    """Density of the aerated lungs: vessels fanning out of the hila, pneumothorax, opacities."""
+    from_hilum_x, from_hilum_y = np.abs(x) - HILUM[0], y - HILUM[1]
+    hilum_distance = np.sqrt(from_hilum_x**2 + from_hilum_y**2)
+    bearing = np.arctan2(from_hilum_y, from_hilum_x) + 0.12 * _waves(rng, x, y, 4, 3.0 * np.pi)
+    vessels = np.maximum(np.cos(VESSEL_BRANCHES * bearing), 0.0) ** 4
+    density = LUNG + VESSELS * vessels * np.exp(-hilum_distance / 0.3)
+    if patient.pneumothorax:
+        side, collapse = patient.pneumothorax.side, 1.0 - patient.pneumothorax.size
+        collapsed = _ellipse_distance(x, y, *_lung_geometry(side, collapse))
+        in_lung = _inside(_ellipse_distance(x, y, *_lung_geometry(side)), px)
+        density += in_lung * (1.0 - _inside(collapsed, px)) * (PNEUMOTHORAX_AIR - density)
+        density += PLEURAL_LINE * in_lung * np.exp(-((collapsed / (0.8 * px)) ** 2))
+    if patient.consolidation:
+        cx, cy = _zone_point(patient.consolidation.side, patient.consolidation.zone, 0.6, 0.5)
+        envelope = np.exp(-(((x - cx) / 0.17) ** 2 + ((y - cy) / 0.13) ** 2))
+        patches = np.clip(0.7 + 0.5 * _waves(rng, x, y, 6, 7.0 * np.pi), 0.0, 1.0)
+        density += CONSOLIDATION * envelope * patches
+    return density
+
+
+def _effusion(x, y, px: float, effusion: Effusion):
+    """Fluid filling the costophrenic angles, its meniscus rising along the lateral wall."""
+    sides = SIDES if effusion.side == "bilateral" else (effusion.side,)
+    fluid = 0.0
+    for side in sides:
+        center, half_axes = _lung_geometry(side)
+        lateral = np.clip((x - center[0]) / half_axes[0] * _side_sign(side) * 0.5 + 0.5, 0, 1)
+        height = EFFUSION_HEIGHT[0] + EFFUSION_HEIGHT[1] * effusion.severity
+        surface = DOME_TOP[side] + DOME_DROP - height - MENISCUS_RISE * lateral**2
+        in_hemithorax = _inside(_ellipse_distance(x, y, center, half_axes), px)
+        fluid = fluid + in_hemithorax * _inside(surface - y, 1.5 * px)
+    return fluid
+
+
+def _nodule(x, y, px: float, nodule: Nodule):
+    cx, cy = _zone_point(nodule.side, nodule.zone, *nodule.position)
+    radius = max(nodule.size_mm / 2 * 2 * THORAX_HALF_WIDTH / THORAX_WIDTH_MM, px)
+    return _inside(np.sqrt((x - cx) ** 2 + (y - cy) ** 2) - radius, 0.7 * px)
+
+
+def draw_radiograph(patient: Patient, size: int, rng: np.random.Generator) -> np.ndarray:
+    """PA chest radiograph phantom: uint16 [size, size] with 12-bit values, air dark."""
+    if size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image size {size} is below the minimum of {MIN_IMAGE_SIZE}")
+    # Every draw that does not depend on the findings comes first, so adding or removing a
+    # finding changes the image only where the finding is.
+    x, y, px = _patient_grid(size, patient.body_size, rng)
+    gain, offset, gamma = rng.uniform(*GAIN), rng.uniform(*OFFSET), rng.uniform(*GAMMA)
+    tilt_x, tilt_y = rng.uniform(-MAX_GRADIENT, MAX_GRADIENT, 2).tolist()
+    quantum, read = rng.uniform(*QUANTUM_NOISE), rng.uniform(*READ_NOISE)
+    noise = rng.standard_normal((size, size), dtype=np.float32)
+
+    lung_density = _lung_density(x, y, px, patient, rng)
+    fluid = _effusion(x, y, px, patient.effusion) if patient.effusion else 0.0
+    density = _anatomy(x, y, px, patient.cardiothoracic_ratio, lung_density, fluid)
+    if patient.nodule:
+        density += NODULE * _nodule(x, y, px, patient.nodule)
+
+    signal = offset + gain * np.maximum(density, 0.0) ** gamma * (1.0 + tilt_x * x + tilt_y * y)
+    signal += noise * np.sqrt(quantum**2 * signal + read**2)
+    return np.clip(np.rint(signal), 0, MAX_PIXEL).astype(np.uint16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+
+def _article(phrase: str) -> str:
+    return "an" if re.match(r"[aeiou]|8|1[18]\b", phrase) else "a"
+
+
+def _capitalize(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def _severity(value: float, thresholds: tuple[float, float]) -> str:
+    return "small" if value < thresholds[0] else "moderate" if value < thresholds[1] else "large"
+
+
+def _zone_name(zone: str) -> str:
+    return "mid" if zone == "middle" else zone
+
+
+def _describe(patient: Patient, finding: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Noun phrases and whole sentences that state a present image finding."""
+    if finding == "cardiomegaly":
+        ctr = f"{patient.cardiothoracic_ratio:.2f}"
+        nouns = ("cardiomegaly", "enlarged cardiac silhouette", f"cardiomegaly (CTR {ctr})")
+        sentences = (
+            "The heart is enlarged.",
+            f"The cardiac silhouette is enlarged, cardiothoracic ratio {ctr}.",
+            f"Cardiomegaly with a cardiothoracic ratio of {ctr}.",
+        )
+    elif finding == "pleural_effusion":
+        side, plural = patient.effusion.side, patient.effusion.side == "bilateral"
+        effusion = f"{_severity(patient.effusion.severity, (0.45, 0.75))} {side} pleural effusion"
+        effusion += "s" if plural else ""
+        angle = "both costophrenic angles" if plural else f"{side} costophrenic angle"
+        nouns = (effusion,)
+        sentences = (
+            f"There {'are' if plural else 'is a'} {effusion}.",
+            f"Blunting of the {angle} consistent with {effusion}.",
+        )
+    elif finding == "nodule":
+        nodule = patient.nodule
+        where = f"{nodule.side} {_zone_name(nodule.zone)} zone"
+        size = f"{nodule.size_mm:.0f} mm"
+        nouns = (f"{size} nodule in the {where}", f"{where} nodule measuring {size}")
+        sentences = (
+            f"There is {_article(size)} {size} nodule in the {where}.",
+            f"{_capitalize(_article(size))} {size} rounded nodule projects over the {where}.",
+        )
+    elif finding == "pneumothorax":
+        side = patient.pneumothorax.side
+        severity = _severity(patient.pneumothorax.size, (0.22, 0.32))
+        nouns = (f"{severity} {side} pneumothorax", f"{side} apical pneumothorax")
+        sentences = (
+            f"There is a {severity} {side} pneumothorax.",
+            f"Visible pleural line at the {side} apex in keeping with pneumothorax.",
+        )
+    else:
+        where = f"{patient.consolidation.side} {_zone_name(patient.consolidation.zone)} zone"
+        nouns = (f"{where} consolidation", f"patchy consolidation in the {where}")
+        sentences = (
+            f"Patchy airspace opacity in the {where}, consistent with consolidation.",
+            f"There is consolidation in the {where}.",
+        )
+    return nouns, sentences
+
+
+def _indication(patient: Patient, rng) -> str | None:
+    """Reason for the study, with non-image history (AF, reduced EF) now and then."""
+    if rng.random() >= INDICATION_PROBABILITY:
+        return None
+    complaint = _pick(rng, COMPLAINTS)
+    if rng.random() < 0.5:
+        sex = _pick(rng, ("male", "man") if patient.sex == "M" else ("female", "woman"))
+        parts = [f"{int(patient.age)}-year-old {sex} with {complaint}."]
+    else:
+        parts = [f"{_capitalize(complaint)}."]
+    if patient.has("atrial_fibrillation") and rng.random() < HISTORY_PROBABILITY:
+        parts.append(_pick(rng, ("History of atrial fibrillation.", "Known atrial fibrillation.")))
+    if patient.has("reduced_ejection_fraction") and rng.random() < HISTORY_PROBABILITY:
+        ef = f"{patient.ejection_fraction:.0f}%"
+        history = (f"Heart failure with reduced EF ({ef}).", f"Reduced LV ejection fraction, {ef}.")
+        parts.append(_pick(rng, history))
+    return f"{_pick(rng, ('INDICATION:', 'CLINICAL HISTORY:'))} {' '.join(parts)}"
+
+
+def _negative_sentences(patient: Patient, rng) -> list[str]:
+    """Explicit negatives for a random subset of the absent image findings."""
+    absent = [f for f in IMAGE_VISIBLE if not patient.has(f)]
+    mentioned = [f for f in absent if rng.random() < NEGATIVE_MENTION_PROBABILITY]
+    sentences = []
+    if {"pleural_effusion", "pneumothorax"} <= set(mentioned) and rng.random() < 0.4:
+        sentences.append(NO_EFFUSION_OR_PNEUMOTHORAX)
+        mentioned = [f for f in mentioned if f not in ("pleural_effusion", "pneumothorax")]
+    lungs_clear = not any(patient.has(f) for f in IMAGE_VISIBLE if f != "cardiomegaly")
+    if lungs_clear and "consolidation" in mentioned and rng.random() < 0.4:
+        sentences.append(CLEAR_LUNGS)
+        mentioned.remove("consolidation")
+    ctr = f"{patient.cardiothoracic_ratio:.2f}"
+    sentences += [_pick(rng, NEGATIVE_SENTENCES[f]).format(ctr=ctr) for f in mentioned]
+    return sentences
+
+
+def write_report(patient: Patient, rng: np.random.Generator) -> str:
+    """Free-text report: optional indication, FINDINGS (shuffled sentences), IMPRESSION."""
+    indication = _indication(patient, rng)
+    sentences, summaries = [], []
+    for finding in (f for f in IMAGE_VISIBLE if patient.has(f)):
+        nouns, statements = _describe(patient, finding)
+        noun = _pick(rng, nouns)
+        if rng.random() < HEDGE_PROBABILITY:
+            noun = f"{_pick(rng, HEDGES)} {noun}"
+            sentences.append(f"{_capitalize(noun)}.")
+        elif rng.random() < 0.6:
+            sentences.append(_pick(rng, statements))
+        else:
+            sentences.append(f"{_capitalize(noun)}.")
+        summaries.append(noun)
+    sentences += _negative_sentences(patient, rng)[: max(MAX_FINDING_SENTENCES - len(sentences), 0)]
+    order = rng.permutation(len(sentences))
+    findings = " ".join(sentences[i] for i in order) or NORMAL_FALLBACK
+
+    if not summaries:
+        impression = _pick(rng, NORMAL_IMPRESSIONS)
+    elif len(summaries) == 1:
+        impression = f"{_capitalize(summaries[0])}."
+    elif rng.random() < NUMBERED_IMPRESSION_PROBABILITY:
+        impression = " ".join(f"{i}. {_capitalize(s)}." for i, s in enumerate(summaries, 1))
+    else:
+        impression = f"{_capitalize(', '.join(summaries[:-1]))} and {summaries[-1]}."
+    lines = [indication] if indication else []
+    return "\n".join([*lines, f"FINDINGS: {findings}", f"IMPRESSION: {impression}"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus.
+
+
+def generate(num_patients: int, seed: int = 0, image_size: int = 64, start: int = 0) -> dict:
+    """Patients start .. start + num_patients - 1 of corpus `seed`, as arrays and reports."""
+    ids = np.arange(start, start + num_patients, dtype=np.int64)
+    patients = [sample_patient(seed, int(i)) for i in ids]
+    images = np.zeros((num_patients, image_size, image_size), np.uint16)
+    for row, patient in enumerate(patients):
+        rng = _stream(seed, patient.patient_id, IMAGE_STREAM)
+        images[row] = draw_radiograph(patient, image_size, rng)
+    reports = [write_report(p, _stream(seed, p.patient_id, REPORT_STREAM)) for p in patients]
+    return {
+        "patient_id": ids,
+        "image": images,
+        "report": reports,
+        "labels": np.array([p.findings for p in patients], np.uint8).reshape(-1, len(FINDINGS)),
+        "age": np.array([p.age for p in patients], np.float32),
+        "sex": np.array([p.sex == "M" for p in patients], np.uint8),
+        "risk": np.array([p.risk for p in patients], np.uint8),
+    }
+
+
+def window(image, center: float = 2048.0, width: float = 4096.0) -> np.ndarray:
+    """DICOM linear VOI windowing (PS3.3 C.11.2.1.2.1), scaled to float32 [0, 1]."""
+    if width <= 1.0:
+        raise ValueError(f"window width must exceed 1, got {width}")
+    scaled = (np.asarray(image, np.float32) - (center - 0.5)) / (width - 1.0) + 0.5
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)

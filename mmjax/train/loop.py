@@ -1,0 +1,141 @@
+"""The training run, top to bottom: workdir, mesh, input, model, shard, resume, loop, evals."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+from tqdm import tqdm
+
+from mmjax import config as config_lib
+from mmjax.data.dataset import batch_indices, load_splits
+from mmjax.eval.embed import embed_split
+from mmjax.eval.retrieval import retrieval_metrics
+from mmjax.nn.model import TwoTower
+from mmjax.parallel.mesh import batch_sharding, check_divisible, make_mesh, replicated
+from mmjax.train import state as state_lib
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.metrics import MetricsLog, Throughput
+from mmjax.train.optim import learning_rate_schedule, make_optimizer
+from mmjax.train.step import as_float32, make_embed_fns, make_train_step
+
+# Sections that fix the shapes of the checkpoint and the data; a workdir cannot change them.
+FROZEN_SECTIONS = ("data", "model")
+
+
+def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
+    """Creates the workdir, refuses to resume under a different model or data config,
+    and records the resolved config."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.json"
+    if path.exists():
+        previous = config_lib.read(path)
+        changed = [
+            key
+            for section in FROZEN_SECTIONS
+            for key in config_lib.differences(
+                getattr(previous, section), getattr(cfg, section), section + "."
+            )
+        ]
+        if changed:
+            raise config_lib.ConfigError(
+                f"workdir {workdir} was trained with a different config for "
+                f"{', '.join(changed)}; use a new --workdir"
+            )
+    config_lib.save(cfg, path)
+
+
+def train(
+    cfg: config_lib.Config,
+    workdir: str | Path,
+    devices=None,
+    progress: bool = True,
+    stop_at: int | None = None,
+):
+    """Trains (or resumes) to cfg.train.num_steps, then evaluates held-out retrieval.
+
+    `stop_at` ends this invocation after that step with a checkpoint and no eval, for
+    jobs that must fit a time slot; rerunning continues exactly where it stopped.
+    Returns a dict with the step, the last logged metrics, the retrieval metrics
+    (None when stopped early) and the state.
+    """
+    workdir = Path(workdir)
+    prepare_workdir(cfg, workdir)
+
+    # ---- Mesh: every device on the data axis.
+    mesh = make_mesh(cfg.parallel, devices)
+    check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
+    check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
+
+    # ---- Input: the batch at each step is a pure function of the step.
+    train_split, eval_split, tokenizer = load_splits(cfg.data, workdir)
+
+    def batch_at(step: int):
+        indices = batch_indices(step, cfg.train.batch_size, len(train_split), cfg.train.seed)
+        return jax.device_put(train_split.batch(indices), batch_sharding(mesh))
+
+    # ---- Model and optimizer.
+    model = TwoTower(cfg.model, vocab_size=tokenizer.get_vocab_size())
+    num_steps = cfg.train.num_steps
+    schedule = learning_rate_schedule(cfg.optim, num_steps)
+    tx = make_optimizer(cfg.optim, num_steps)
+
+    # ---- Shard: initialise directly into replicated placement.
+    def init(rng, batch):
+        return state_lib.create(model, tx, rng, batch)
+
+    first_batch = batch_at(0)
+    state = jax.jit(init, out_shardings=replicated(mesh))(
+        jax.random.key(cfg.train.seed), first_batch
+    )
+
+    # ---- Resume from the newest complete checkpoint, if any.
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", cfg.train.checkpoint_every, cfg.train.max_checkpoints
+    )
+    if checkpointer.latest_step() is not None:
+        state = checkpointer.restore(state)
+        logging.info("resumed from step %d of %s", int(state.step), workdir)
+    start = int(state.step)
+    end = num_steps if stop_at is None else min(stop_at, num_steps)
+
+    # ---- Compile once, ahead of time, so step timings exclude compilation.
+    compile_start = time.perf_counter()
+    train_step = make_train_step(model, tx, schedule, mesh).lower(state, first_batch).compile()
+    logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
+
+    # ---- Loop.
+    log = MetricsLog(workdir / "metrics.jsonl")
+    throughput = Throughput()
+    last_metrics = {}
+    with tqdm(total=num_steps, initial=start, desc="train", disable=not progress) as bar:
+        for step in range(start, end):
+            state, metrics = train_step(state, batch_at(step))
+            throughput.add(cfg.train.batch_size)
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == num_steps:
+                last_metrics = as_float32(metrics)
+                last_metrics["examples_per_sec"] = throughput.measure()
+                log.write(done, last_metrics)
+                bar.set_postfix(
+                    loss=f"{last_metrics['loss']:.3f}",
+                    ex_per_s=f"{last_metrics['examples_per_sec']:.0f}",
+                )
+            checkpointer.maybe_save(state, done, final=done == end)
+            bar.update(1)
+    checkpointer.close()
+    log.close()
+    if end < num_steps:
+        return {"step": end, "metrics": last_metrics, "retrieval": None, "state": state}
+
+    # ---- Evals on the held-out split.
+    embed_image, embed_text = make_embed_fns(model, mesh)
+    image_emb, text_emb = embed_split(
+        embed_image, embed_text, state.params, eval_split, cfg.eval.batch_size
+    )
+    retrieval = retrieval_metrics(image_emb, text_emb, cfg.eval.recall_at)
+    (workdir / "eval").mkdir(exist_ok=True)
+    (workdir / "eval" / "retrieval.json").write_text(json.dumps(retrieval, indent=2) + "\n")
+    return {"step": int(state.step), "metrics": last_metrics, "retrieval": retrieval,
+            "state": state}

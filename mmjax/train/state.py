@@ -1,0 +1,19 @@
+"""Everything a training run carries from one step to the next."""
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar; the batch order is a function of it
+    params: dict
+    opt_state: optax.OptState
+
+
+def create(model, tx: optax.GradientTransformation, rng: jax.Array, example_batch) -> TrainState:
+    params = model.init(rng, example_batch["image"], example_batch["text"],
+                        example_batch["text_mask"])["params"]
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
