@@ -24,7 +24,7 @@ def test_loss_decreases(trained):
     cfg, workdir, _ = trained
     losses = [row["loss"] for row in metrics_lib.read(workdir / "metrics.jsonl")]
     assert losses[0] > 0.9 * np.log(cfg.train.batch_size)  # starts near chance
-    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:2])
+    assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.5  # nats
 
 
 def test_held_out_retrieval_far_above_chance(trained):

@@ -1,38 +1,52 @@
-"""WordPiece tokenizer trained on the corpus reports (Hugging Face `tokenizers`).
+"""WordPiece tokenizer for reports, with its vocabulary built from the training corpus.
 
 Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. Every encoded report is
 [CLS] ... [SEP], padded with [PAD]; reports longer than the context are cut
 (keeping [SEP]) and counted, so a too-short context is visible, not silent.
 """
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import (
-    Tokenizer,
-    decoders,
-    models,
-    normalizers,
-    pre_tokenizers,
-    processors,
-    trainers,
-)
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 
 
 def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+    """A WordPiece vocabulary of every character plus the most frequent words.
+
+    Built by counting rather than by `tokenizers`' trainer, whose output changes from
+    run to run (hash-map order breaks ties); a vocabulary must be reproducible so
+    that independently started runs and evaluations agree. Unseen words still
+    tokenize, into characters.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = collections.Counter(
+        word
+        for text in texts
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
-    tokenizer.train_from_iterator(texts, trainer)
+    chars = sorted({char for word in counts for char in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{char}" for char in chars)]
+    if vocab_size < len(vocab):
+        raise ValueError(
+            f"vocab_size {vocab_size} is below the {len(vocab)} special and character tokens"
+        )
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab += words[: vocab_size - len(vocab)]
+    tokenizer = Tokenizer(
+        models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
+    )
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # never split; skipped when decoding
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)]
     )

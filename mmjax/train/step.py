@@ -26,7 +26,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": schedule(state.step),
             "temperature": 1.0 / scale,
         }
