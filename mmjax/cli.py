@@ -1,4 +1,4 @@
-"""Command line: `mmjax train --config FILE --workdir DIR [--set key=value ...]`."""
+"""The `mmjax` command line."""
 
 import argparse
 import logging
@@ -28,9 +28,12 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = config_lib.load(args.config, args.overrides)
     _enable_compilation_cache()
-    result = train(cfg, args.workdir, progress=not args.no_progress)
-    print(f"step {result['step']}: workdir {args.workdir}")
-    print(format_table(result["retrieval"]))
+    result = train(cfg, args.workdir, progress=not args.no_progress, stop_at=args.stop_at)
+    print(f"step {result['step']} of {cfg.train.num_steps}: workdir {args.workdir}")
+    if result["retrieval"] is None:
+        print("stopped early with a checkpoint; rerun the same command to continue")
+    else:
+        print(format_table(result["retrieval"]))
     return 0
 
 
@@ -44,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config field, e.g. --set train.num_steps=100 (repeatable)",
+    )
+    train.add_argument(
+        "--stop-at", type=int, metavar="STEP",
+        help="checkpoint after STEP and exit; rerunning continues from there",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(run=_train)

@@ -12,13 +12,18 @@ SHORT_RUN = ["--set", "train.num_steps=4", "--set", "train.log_every=2",
              "--set", "data.num_train=256", "--set", "data.num_eval=64"]
 
 
-def test_train_end_to_end_in_a_subprocess(tmp_path):
+def test_train_end_to_end_stopped_and_resumed(tmp_path, capsys):
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "mmjax.cli", "train", "--config", str(SMOKE_CONFIG),
-               "--workdir", str(workdir), "--no-progress", *SHORT_RUN]
+    arguments = ["train", "--config", str(SMOKE_CONFIG), "--workdir", str(workdir),
+                 "--no-progress", *SHORT_RUN]
+    command = [sys.executable, "-m", "mmjax.cli", *arguments, "--stop-at", "2"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "held-out retrieval (64 pairs)" in done.stdout and "chance" in done.stdout
+    assert "step 2 of 4" in done.stdout and "rerun the same command" in done.stdout
+
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "held-out retrieval (64 pairs)" in out and "chance" in out
     config = json.loads((workdir / "config.json").read_text())
     assert config["train"]["num_steps"] == 4
     lines = (workdir / "metrics.jsonl").read_text().splitlines()

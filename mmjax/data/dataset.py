@@ -18,6 +18,8 @@ from mmjax.data import tokenizer as tokenizer_lib
 
 SOURCES = ("synthmed",)
 
+log = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -50,7 +52,7 @@ def standardize_images(images: np.ndarray) -> np.ndarray:
 def _split(corpus: dict, tokenizer, max_text_len: int, name: str) -> Split:
     encoded = tokenizer_lib.encode(tokenizer, corpus["report"], max_text_len)
     if encoded.num_truncated:
-        logging.warning(
+        log.warning(
             "%s: %d of %d reports truncated to %d tokens (raise data.max_text_len)",
             name, encoded.num_truncated, len(corpus["report"]), max_text_len,
         )

@@ -23,6 +23,8 @@ from mmjax.train.step import as_float32, make_embed_fns, make_train_step
 # Sections that fix the shapes of the checkpoint and the data; a workdir cannot change them.
 FROZEN_SECTIONS = ("data", "model")
 
+log = logging.getLogger(__name__)
+
 
 def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
     """Creates the workdir, refuses to resume under a different model or data config,
@@ -96,17 +98,17 @@ def train(
     )
     if checkpointer.latest_step() is not None:
         state = checkpointer.restore(state)
-        logging.info("resumed from step %d of %s", int(state.step), workdir)
+        log.info("resumed from step %d of %s", int(state.step), workdir)
     start = int(state.step)
     end = num_steps if stop_at is None else min(stop_at, num_steps)
 
     # ---- Compile once, ahead of time, so step timings exclude compilation.
     compile_start = time.perf_counter()
     train_step = make_train_step(model, tx, schedule, mesh).lower(state, first_batch).compile()
-    logging.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
+    log.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
     # ---- Loop.
-    log = MetricsLog(workdir / "metrics.jsonl")
+    metrics_log = MetricsLog(workdir / "metrics.jsonl")
     throughput = Throughput()
     last_metrics = {}
     with tqdm(total=num_steps, initial=start, desc="train", disable=not progress) as bar:
@@ -117,7 +119,7 @@ def train(
             if done % cfg.train.log_every == 0 or done == num_steps:
                 last_metrics = as_float32(metrics)
                 last_metrics["examples_per_sec"] = throughput.measure()
-                log.write(done, last_metrics)
+                metrics_log.write(done, last_metrics)
                 bar.set_postfix(
                     loss=f"{last_metrics['loss']:.3f}",
                     ex_per_s=f"{last_metrics['examples_per_sec']:.0f}",
@@ -125,7 +127,7 @@ def train(
             checkpointer.maybe_save(state, done, final=done == end)
             bar.update(1)
     checkpointer.close()
-    log.close()
+    metrics_log.close()
     if end < num_steps:
         return {"step": end, "metrics": last_metrics, "retrieval": None, "state": state}
 
