@@ -1,0 +1,39 @@
+"""What one stored example holds: fields, dtypes and shape conventions per modality.
+
+A record is a dict of these fields; any modality may be absent (real records lack
+some), which the pipeline turns into a presence mask. Shapes that depend on the
+dataset (image size, frames, signal length) are fixed per dataset and recorded in
+its manifest.
+"""
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+# The standard 12-lead ECG order; signals with fewer leads are placed by name.
+ECG_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+# field -> (dtype, shape template). Letters are per-dataset sizes from the manifest:
+# S image side, C channels, T frames, N signal samples.
+FIELDS = {
+    "patient_id": ("str", ()),
+    "image": ("uint16", ("S", "S", "C")),  # windowed intensities over the full 16-bit range
+    "video": ("uint8", ("T", "S", "S", "C")),
+    "signal": ("float16", ("N", len(ECG_LEADS))),  # millivolts, leads in ECG_LEADS order
+    "signal_leads": ("uint8", (len(ECG_LEADS),)),  # 1 where the lead was recorded
+    "report": ("str", ()),
+    "labels": ("uint8", ("F",)),  # multi-label findings, names in the manifest
+    "risk": ("uint8", ()),
+    "age": ("float32", ()),
+    "sex": ("uint8", ()),  # 0 female, 1 male
+}
+MODALITIES = ("image", "video", "signal", "report")
+
+
+def image_to_stored(image01: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to the stored uint16 representation."""
+    return np.round(np.clip(image01, 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def stored_to_image(stored: np.ndarray) -> np.ndarray:
+    return stored.astype(np.float32) / 65535.0
