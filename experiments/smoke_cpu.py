@@ -5,11 +5,7 @@ from mmjax.config import Config
 
 def get_config() -> Config:
     cfg = Config(name="smoke_cpu")
-    cfg.data.num_train = 4096
-    cfg.data.num_eval = 128
-    cfg.data.image_size = 32
     cfg.data.max_text_len = 96
-    cfg.data.vocab_size = 512
     cfg.model.image.patch_size = 8
     cfg.model.image.width = 48
     cfg.model.image.depth = 1

@@ -5,9 +5,7 @@ from mmjax.config import Config
 
 def get_config() -> Config:
     cfg = Config(name="tiny_cpu")
-    cfg.data.num_train = 8192
-    cfg.data.num_eval = 512
-    cfg.data.image_size = 32
+    cfg.data.path = "runs/synthmed"  # written by `make demo`, see the Makefile
     cfg.data.max_text_len = 64
     cfg.model.image.patch_size = 8
     cfg.model.image.width = 96

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mmjax.config import ConfigError
+from mmjax.data.shards import DatasetError
 
 COMPILATION_CACHE = os.environ.get(
     "MMJAX_COMPILATION_CACHE", str(Path("~/.cache/mmjax/xla").expanduser())
@@ -37,9 +38,58 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_synthmed(args: argparse.Namespace) -> int:
+    from mmjax.data.write_synthmed import write_synthmed
+
+    manifest = write_synthmed(
+        args.out, args.patients, args.eval_patients or max(args.patients // 10, 1),
+        seed=args.seed, image_size=args.image_size, frames=args.frames,
+        signal_rate_hz=args.signal_rate, modalities=tuple(args.modalities.split(",")),
+        vocab_size=args.vocab_size, workers=args.workers,
+    )
+    counts = ", ".join(f"{s} {manifest.num_records(s)}" for s in manifest.splits)
+    print(f"wrote {args.out}: {counts}")
+    return 0
+
+
+def _data_inspect(args: argparse.Namespace) -> int:
+    from mmjax.data.inspect import format_summary, plot_examples, summarize
+
+    print(format_summary(summarize(args.dir)))
+    grid = plot_examples(args.dir, Path(args.dir) / "examples.png", args.split)
+    print(f"example grid: {grid}")
+    return 0
+
+
+def _add_data_commands(commands) -> None:
+    data = commands.add_parser("data", help="write, ingest and inspect datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+
+    synth = data_commands.add_parser("synthmed", help="write a SynthMed corpus as shards")
+    synth.add_argument("--patients", type=int, required=True)
+    synth.add_argument("--out", required=True, help="dataset folder to create")
+    synth.add_argument("--eval-patients", type=int, default=0,
+                       help="held-out patients (default: a tenth)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.add_argument("--frames", type=int, default=16, help="echo clip frames")
+    synth.add_argument("--signal-rate", type=int, default=100, help="ECG samples per second")
+    synth.add_argument("--modalities", default="image,video,signal,report",
+                       help="comma-separated subset of image,video,signal,report")
+    synth.add_argument("--vocab-size", type=int, default=1024, help="tokenizer size")
+    synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    synth.set_defaults(run=_data_synthmed)
+
+    inspect = data_commands.add_parser("inspect", help="counts, missing rates, example grid")
+    inspect.add_argument("dir", help="dataset folder")
+    inspect.add_argument("--split", default="train", help="split to draw examples from")
+    inspect.set_defaults(run=_data_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
 
     train = commands.add_parser("train", help="pretrain (or resume) and evaluate retrieval")
     train.add_argument("--config", required=True, help="experiment file defining get_config()")
@@ -64,7 +114,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"mmjax: error: {e}", file=sys.stderr)
         return 2
 

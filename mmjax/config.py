@@ -24,15 +24,18 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where examples come from and how they are shaped."""
+    """Which dataset to read and how examples are shaped for the model."""
 
-    source: str = "synthmed"
-    seed: int = 0
-    num_train: int = 2048
-    num_eval: int = 256
-    image_size: int = 32
+    path: str = ""  # dataset folder from `mmjax data synthmed` or `mmjax data ingest`
+    train_split: str = "train"
+    eval_split: str = "eval"
+    modalities: tuple[str, ...] = ("image", "report")
     max_text_len: int = 96
-    vocab_size: int = 1024  # target size when training the tokenizer on the reports
+    tokenizer: str = ""  # '' = the dataset's tokenizer.json; or a tokenizer.json or vocab.txt
+    augment: bool = True
+    video_frames: int = 0  # 0 = every stored frame; fewer = a temporal crop
+    signal_seconds: float = 0.0  # 0 = the whole stored signal; less = a crop
+    workers: int = 0  # input worker processes; 0 = threads in the training process
 
 
 @dataclasses.dataclass

@@ -22,14 +22,24 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 SMOKE_CONFIG = REPO / "experiments" / "smoke_cpu.py"
 
 
-def tiny_config() -> Config:
-    """The smoke experiment: trains in seconds on 2 cores and still learns retrieval."""
-    return config_lib.load(SMOKE_CONFIG)
+# Train and held-out patients of the image-report dataset the training tests share.
+SMOKE_TRAIN, SMOKE_EVAL = 4096, 128
 
 
-@pytest.fixture
-def tiny():
-    return tiny_config()
+@pytest.fixture(scope="session")
+def smoke_dataset(tmp_path_factory) -> Path:
+    """A SynthMed image-report dataset at 32 px, written once per test session."""
+    from mmjax.data.write_synthmed import write_synthmed
+
+    path = tmp_path_factory.mktemp("smoke_dataset")
+    write_synthmed(path, SMOKE_TRAIN + SMOKE_EVAL, SMOKE_EVAL, image_size=32,
+                   modalities=("image", "report"), vocab_size=512, workers=1, progress=False)
+    return path
+
+
+def tiny_config(dataset: Path) -> Config:
+    """The smoke experiment on `dataset`: trains in seconds on 2 cores and still learns."""
+    return config_lib.load(SMOKE_CONFIG, [f"data.path={dataset}"])
 
 
 def pytest_report_header(config):

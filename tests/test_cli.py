@@ -4,18 +4,20 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO, SMOKE_CONFIG
+from conftest import REPO, SMOKE_CONFIG, SMOKE_EVAL
 
 from mmjax.cli import main
 
-SHORT_RUN = ["--set", "train.num_steps=4", "--set", "train.log_every=2",
-             "--set", "data.num_train=256", "--set", "data.num_eval=64"]
+
+def _short_run(dataset):
+    return ["--set", f"data.path={dataset}", "--set", "train.num_steps=4",
+            "--set", "train.log_every=2"]
 
 
-def test_train_end_to_end_stopped_and_resumed(tmp_path, capsys):
+def test_train_end_to_end_stopped_and_resumed(tmp_path, capsys, smoke_dataset):
     workdir = tmp_path / "run"
     arguments = ["train", "--config", str(SMOKE_CONFIG), "--workdir", str(workdir),
-                 "--no-progress", *SHORT_RUN]
+                 "--no-progress", *_short_run(smoke_dataset)]
     command = [sys.executable, "-m", "mmjax.cli", *arguments, "--stop-at", "2"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -23,7 +25,7 @@ def test_train_end_to_end_stopped_and_resumed(tmp_path, capsys):
 
     assert main(arguments) == 0
     out = capsys.readouterr().out
-    assert "held-out retrieval (64 pairs)" in out and "chance" in out
+    assert f"held-out retrieval ({SMOKE_EVAL} pairs)" in out and "chance" in out
     config = json.loads((workdir / "config.json").read_text())
     assert config["train"]["num_steps"] == 4
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
@@ -44,3 +46,22 @@ def test_missing_config_file_is_named(tmp_path, capsys):
     code = main(["train", "--config", str(tmp_path / "nope.py"), "--workdir", str(tmp_path)])
     assert code == 2
     assert "nope.py" in capsys.readouterr().err
+
+
+def test_train_without_a_dataset_explains_how_to_make_one(tmp_path, capsys):
+    code = main(["train", "--config", str(SMOKE_CONFIG), "--workdir", str(tmp_path)])
+    assert code == 2
+    assert "mmjax data synthmed" in capsys.readouterr().err
+
+
+def test_data_synthmed_then_inspect(tmp_path, capsys):
+    out = tmp_path / "synthmed"
+    assert main(["data", "synthmed", "--patients", "40", "--eval-patients", "8", "--out",
+                 str(out), "--image-size", "32", "--frames", "8", "--workers", "1"]) == 0
+    assert "train 32, eval 8" in capsys.readouterr().out
+    assert main(["data", "inspect", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for expected in ("train: 32 records", "eval: 8 records", "video", "signal",
+                     "label cardiomegaly", "examples.png"):
+        assert expected in printed
+    assert (out / "examples.png").stat().st_size > 10_000

@@ -48,3 +48,20 @@ def test_unseen_words_fall_back_to_characters_not_unknown():
 def test_vocab_size_below_the_character_set_is_an_error():
     with pytest.raises(ValueError, match="vocab_size 10"):
         tokenizer_lib.train(REPORTS, 10)
+
+
+def test_bert_vocab_txt_keeps_its_own_ids(tmp_path):
+    words = ["heart", "is", "enlarged", "##s", "."]
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + \
+        ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = tokenizer_lib.load(tmp_path / "vocab.txt")
+    encoded = tokenizer_lib.encode(tok, ["The heart is enlarged."], max_len=8)
+    assert encoded.ids[0].tolist() == [101, 100, 104, 105, 106, 108, 102, 0]
+    assert encoded.mask[0].tolist() == [True] * 7 + [False]
+
+
+def test_vocab_txt_without_special_tokens_is_refused(tmp_path):
+    (tmp_path / "vocab.txt").write_text("a\nb\n[UNK]\n")
+    with pytest.raises(ValueError, match=r"lacks the special tokens \['\[PAD\]'"):
+        tokenizer_lib.load(tmp_path / "vocab.txt")

@@ -14,9 +14,9 @@ from mmjax.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, smoke_dataset):
     workdir = tmp_path_factory.mktemp("trained")
-    cfg = tiny_config()
+    cfg = tiny_config(smoke_dataset)
     return cfg, workdir, train(cfg, workdir, progress=False)
 
 
@@ -90,17 +90,17 @@ def test_rerunning_a_finished_workdir_does_not_train_again(trained):
     assert again["retrieval"] == result["retrieval"]
 
 
-def test_resuming_under_a_different_model_is_refused(trained):
+def test_resuming_under_a_different_model_is_refused(trained, smoke_dataset):
     cfg, workdir, _ = trained
-    changed = tiny_config()
+    changed = tiny_config(smoke_dataset)
     changed.model.text.width = 64
     with pytest.raises(config_lib.ConfigError, match="model.text.width"):
         train(changed, workdir, progress=False)
 
 
-def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
+def test_one_device_and_eight_devices_give_the_same_losses(tmp_path, smoke_dataset):
     """Same global batch split 8 ways: losses agree to float32 reduction-order noise."""
-    cfg = tiny_config()
+    cfg = tiny_config(smoke_dataset)
     cfg.train.num_steps = 5
     cfg.train.log_every = 1
     assert jax.device_count() == 8

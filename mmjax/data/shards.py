@@ -9,7 +9,7 @@ SHA-256, so a reader can refuse a dataset it would otherwise misread.
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -207,9 +207,10 @@ def write_dataset(
     label_names: list[str],
     attributes: dict[str, Any] | None = None,
     records_per_shard: int = 1000,
+    before_manifest: Callable[[Path], None] | None = None,
 ) -> Manifest:
-    """Writes every split's examples to shards, then the manifest (last, so a dataset
-    with a manifest is always complete)."""
+    """Writes every split's examples to shards, calls `before_manifest(directory)` to add
+    companion files, then writes the manifest: a dataset with a manifest is complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -219,6 +220,8 @@ def write_dataset(
             writer.write(example)
         written[split] = writer.close()
     manifest = Manifest(name, field_specs(shapes), list(label_names), written, attributes or {})
+    if before_manifest is not None:
+        before_manifest(directory)
     (directory / MANIFEST).write_text(manifest.to_json())
     return manifest
 

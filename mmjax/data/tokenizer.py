@@ -1,6 +1,7 @@
 """WordPiece tokenizer for reports, with its vocabulary built from the training corpus.
 
-Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. Every encoded report is
+Built vocabularies start [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4; a loaded
+BERT vocab.txt keeps its own ids. Every encoded report is
 [CLS] ... [SEP], padded with [PAD]; reports longer than the context are cut
 (keeping [SEP]) and counted, so a too-short context is visible, not silent.
 """
@@ -17,6 +18,14 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 
 
+def _normalizer() -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(lowercase=True)
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.BertPreTokenizer()
+
+
 def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     """A WordPiece vocabulary of every character plus the most frequent words.
 
@@ -25,8 +34,7 @@ def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     that independently started runs and evaluations agree. Unseen words still
     tokenize, into characters.
     """
-    normalizer = normalizers.BertNormalizer(lowercase=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer, pre_tokenizer = _normalizer(), _pre_tokenizer()
     counts = collections.Counter(
         word
         for text in texts
@@ -40,23 +48,36 @@ def train(texts: Sequence[str], vocab_size: int) -> Tokenizer:
         )
     words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
     vocab += words[: vocab_size - len(vocab)]
-    tokenizer = Tokenizer(
+    return _bert_style(
         models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
     )
+
+
+def _bert_style(model: models.Model) -> Tokenizer:
+    """Lower-casing BERT normalisation, word/punctuation splitting, [CLS] ... [SEP]."""
+    tokenizer = Tokenizer(model)
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # never split; skipped when decoding
-    tokenizer.normalizer = normalizer
-    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.normalizer = _normalizer()
+    tokenizer.pre_tokenizer = _pre_tokenizer()
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", CLS_ID), ("[SEP]", SEP_ID)]
+        single="[CLS] $A [SEP]",
+        special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
     )
     return tokenizer
 
 
 def load(path: str | Path) -> Tokenizer:
+    """A saved tokenizer.json, or a BERT-family WordPiece vocab.txt (one token a line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
+    if path.suffix == ".txt":
+        vocab = models.WordPiece.read_file(str(path))
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise ValueError(f"{path}: vocabulary lacks the special tokens {missing}")
+        return _bert_style(models.WordPiece(vocab, unk_token="[UNK]"))
     return Tokenizer.from_file(str(path))
 
 
@@ -68,12 +89,15 @@ class Encoded:
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> Encoded:
-    ids = np.full((len(texts), max_len), PAD_ID, np.int32)
+    pad, sep = tokenizer.token_to_id("[PAD]"), tokenizer.token_to_id("[SEP]")
+    ids = np.full((len(texts), max_len), pad, np.int32)
+    mask = np.zeros((len(texts), max_len), bool)
     num_truncated = 0
     for row, encoding in enumerate(tokenizer.encode_batch(list(texts))):
         tokens = encoding.ids
         if len(tokens) > max_len:
             num_truncated += 1
-            tokens = tokens[: max_len - 1] + [SEP_ID]
+            tokens = tokens[: max_len - 1] + [sep]
         ids[row, : len(tokens)] = tokens
-    return Encoded(ids, ids != PAD_ID, num_truncated)
+        mask[row, : len(tokens)] = True
+    return Encoded(ids, mask, num_truncated)

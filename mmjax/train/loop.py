@@ -9,8 +9,8 @@ import jax
 from tqdm import tqdm
 
 from mmjax import config as config_lib
-from mmjax.data.dataset import batch_indices, load_splits
-from mmjax.eval.embed import embed_split
+from mmjax.data import pipeline
+from mmjax.eval.embed import embed_pairs
 from mmjax.eval.retrieval import retrieval_metrics
 from mmjax.nn.model import TwoTower
 from mmjax.parallel.mesh import batch_sharding, check_divisible, make_mesh, replicated
@@ -20,8 +20,8 @@ from mmjax.train.metrics import MetricsLog, Throughput
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
 from mmjax.train.step import as_float32, make_embed_fns, make_train_step
 
-# Sections that fix the shapes of the checkpoint and the data; a workdir cannot change them.
-FROZEN_SECTIONS = ("data", "model")
+# Keys that fix the checkpoint's shapes or the meaning of its inputs; a workdir keeps them.
+FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "data.tokenizer")
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,10 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     if path.exists():
-        previous = config_lib.read(path)
         changed = [
             key
-            for section in FROZEN_SECTIONS
-            for key in config_lib.differences(
-                getattr(previous, section), getattr(cfg, section), section + "."
-            )
+            for key in config_lib.differences(config_lib.read(path), cfg)
+            if key.startswith(FROZEN_KEYS)
         ]
         if changed:
             raise config_lib.ConfigError(
@@ -70,12 +67,16 @@ def train(
     check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
     check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
 
-    # ---- Input: the batch at each step is a pure function of the step.
-    train_split, eval_split, tokenizer = load_splits(cfg.data, workdir)
+    # ---- Input: per-host batches; the batch of step s is a pure function of (seed, s).
+    tokenizer = pipeline.load_tokenizer(cfg.data)
+    train_source, transform = pipeline.open_split(cfg.data, cfg.data.train_split, tokenizer)
+    batches = pipeline.train_batches(
+        train_source, transform, cfg.train.batch_size // jax.process_count(), cfg.train.seed,
+        jax.process_index(), jax.process_count(),
+    )
 
-    def batch_at(step: int):
-        indices = batch_indices(step, cfg.train.batch_size, len(train_split), cfg.train.seed)
-        return jax.device_put(train_split.batch(indices), batch_sharding(mesh))
+    def to_global(local_batch):
+        return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)
 
     # ---- Model and optimizer.
     model = TwoTower(cfg.model, vocab_size=tokenizer.get_vocab_size())
@@ -87,7 +88,7 @@ def train(
     def init(rng, batch):
         return state_lib.create(model, tx, rng, batch)
 
-    first_batch = batch_at(0)
+    first_batch = to_global(batches[0])
     state = jax.jit(init, out_shardings=replicated(mesh))(
         jax.random.key(cfg.train.seed), first_batch
     )
@@ -111,14 +112,22 @@ def train(
     metrics_log = MetricsLog(workdir / "metrics.jsonl")
     throughput = Throughput()
     last_metrics = {}
+    inputs = pipeline.iterate(batches, start, cfg.data.workers)
+    data_wait = 0.0
     with tqdm(total=num_steps, initial=start, desc="train", disable=not progress) as bar:
         for step in range(start, end):
-            state, metrics = train_step(state, batch_at(step))
+            wait_start = time.perf_counter()
+            batch = to_global(next(inputs))
+            data_wait += time.perf_counter() - wait_start
+            state, metrics = train_step(state, batch)
             throughput.add(cfg.train.batch_size)
             done = step + 1
             if done % cfg.train.log_every == 0 or done == num_steps:
                 last_metrics = as_float32(metrics)
+                elapsed = throughput.elapsed()
                 last_metrics["examples_per_sec"] = throughput.measure()
+                last_metrics["data_wait_fraction"] = min(data_wait / elapsed, 1.0)
+                data_wait = 0.0
                 metrics_log.write(done, last_metrics)
                 bar.set_postfix(
                     loss=f"{last_metrics['loss']:.3f}",
@@ -131,10 +140,14 @@ def train(
     if end < num_steps:
         return {"step": end, "metrics": last_metrics, "retrieval": None, "state": state}
 
-    # ---- Evals on the held-out split.
-    embed_image, embed_text = make_embed_fns(model, mesh)
-    image_emb, text_emb = embed_split(
-        embed_image, embed_text, state.params, eval_split, cfg.eval.batch_size
+    # ---- Evals on the held-out split: every pair with both an image and a report.
+    eval_source, eval_transform = pipeline.open_split(cfg.data, cfg.data.eval_split, tokenizer)
+    eval_batches = pipeline.eval_batches(
+        eval_source, eval_transform, cfg.eval.batch_size // jax.process_count(),
+        jax.process_index(), jax.process_count(),
+    )
+    image_emb, text_emb = embed_pairs(
+        *make_embed_fns(model, mesh), state.params, map(to_global, eval_batches)
     )
     retrieval = retrieval_metrics(image_emb, text_emb, cfg.eval.recall_at)
     (workdir / "eval").mkdir(exist_ok=True)

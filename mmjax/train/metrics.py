@@ -34,7 +34,10 @@ class Throughput:
     def add(self, examples: int) -> None:
         self._examples += examples
 
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self._time, 1e-9)
+
     def measure(self) -> float:
-        rate = self._examples / max(time.perf_counter() - self._time, 1e-9)
+        rate = self._examples / self.elapsed()
         self.reset()
         return rate

@@ -18,7 +18,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         image_emb, text_emb, scale = model.apply(
             {"params": params}, batch["image"], batch["text"], batch["text_mask"]
         )
-        return softmax_infonce(image_emb, text_emb, scale), scale
+        valid = batch["has_image"] & batch["has_report"]
+        return softmax_infonce(image_emb, text_emb, scale, valid), scale
 
     def train_step(state: TrainState, batch):
         (loss, scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)

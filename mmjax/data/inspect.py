@@ -1,0 +1,88 @@
+"""A dataset at a glance: counts, missing modalities, label prevalence, an example grid."""
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from mmjax.data import schema
+from mmjax.data.shards import ShardedSource, read_manifest
+
+GRID_EXAMPLES = 6
+
+
+def summarize(directory: str | Path) -> dict:
+    """Per split: records, presence rate per modality, prevalence per label."""
+    manifest = read_manifest(directory)
+    summary = {"name": manifest.name, "splits": {}}
+    for split in manifest.splits:
+        source = ShardedSource(directory, split)
+        present = {m: 0 for m in schema.MODALITIES if m in manifest.fields}
+        label_counts = np.zeros(len(manifest.label_names))
+        labelled = 0
+        for i in range(len(source)):
+            record = source[i]
+            for modality in present:
+                present[modality] += modality in record
+            if "labels" in record:
+                label_counts += record["labels"]
+                labelled += 1
+        n = max(len(source), 1)
+        summary["splits"][split] = {
+            "records": len(source),
+            "present": {m: count / n for m, count in present.items()},
+            "label_prevalence": dict(
+                zip(manifest.label_names, (label_counts / max(labelled, 1)).tolist(), strict=True)
+            ),
+        }
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"dataset {summary['name']}"]
+    for split, info in summary["splits"].items():
+        lines.append(f"  {split}: {info['records']} records")
+        for modality, rate in info["present"].items():
+            lines.append(f"    {modality:<8} present {rate:6.1%}   missing {1 - rate:6.1%}")
+        for label, rate in info["label_prevalence"].items():
+            lines.append(f"    label {label:<28} {rate:6.1%}")
+    return "\n".join(lines)
+
+
+def plot_examples(directory: str | Path, out_png: str | Path, split: str = "train") -> Path:
+    """One row per example: image, middle video frame, ECG lead II, report text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = ShardedSource(directory, split)
+    count = min(GRID_EXAMPLES, len(source))
+    fig, axes = plt.subplots(count, 4, figsize=(14, 2.4 * count), squeeze=False)
+    lead_ii = schema.ECG_LEADS.index("II")
+    for row in range(count):
+        record = source[row]
+        image_ax, video_ax, signal_ax, text_ax = axes[row]
+        if "image" in record:
+            image_ax.imshow(record["image"][..., 0], cmap="gray")
+        if "video" in record:
+            video = record["video"]
+            video_ax.imshow(video[len(video) // 2, ..., 0], cmap="gray")
+        if "signal" in record:
+            signal_ax.plot(record["signal"][:, lead_ii].astype(np.float32), lw=0.6)
+        text_ax.text(0, 1, _wrap(record.get("report", "(no report)")), va="top", fontsize=6,
+                     family="monospace")
+        for ax, title in zip(axes[row], ("image", "video (mid frame)", "ECG lead II",
+                                         record.get("patient_id", "")), strict=True):
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    return "\n".join(textwrap.wrap(text, width))

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from mmjax.config import DataConfig
+from mmjax.data import pipeline, shards
+from mmjax.data import tokenizer as tokenizer_lib
+
+NUM_TRAIN, NUM_EVAL, SIZE = 37, 11, 16
+
+
+def _record(i):
+    record = {"patient_id": f"p{i}", "labels": np.array([i % 2, i % 3 == 0], np.uint8)}
+    if i % 4 != 1:  # every fourth patient lacks an image
+        rng = np.random.default_rng(i)
+        record["image"] = rng.integers(0, 65535, (SIZE, SIZE, 1)).astype(np.uint16)
+    if i % 5 != 2:
+        record["report"] = f"patient {i} has findings number {i % 7}."
+    return record
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipeline")
+    shards.write_dataset(
+        path, "toy",
+        {"train": map(_record, range(NUM_TRAIN)),
+         "eval": map(_record, range(100, 100 + NUM_EVAL))},
+        {"patient_id": (), "image": (SIZE, SIZE, 1), "report": (), "labels": (2,)},
+        ["odd", "triple"], records_per_shard=8,
+    )
+    reports = [_record(i).get("report", "") for i in range(NUM_TRAIN)]
+    tokenizer_lib.train(reports, 100).save(str(path / "tokenizer.json"))
+    return path
+
+
+def _open(dataset, split="train", **overrides):
+    cfg = DataConfig(path=str(dataset), max_text_len=16, **overrides)
+    return pipeline.open_split(cfg, split, pipeline.load_tokenizer(cfg))
+
+
+
+def test_same_seed_same_batches_and_epochs_reshuffle(dataset):
+    source, transform = _open(dataset)
+    a = pipeline.train_batches(source, transform, 8, seed=3)
+    b = pipeline.train_batches(source, transform, 8, seed=3)
+    for step in (0, 1, 7):
+        for key in a[step]:
+            np.testing.assert_array_equal(a[step][key], b[step][key])
+    c = pipeline.train_batches(source, transform, 8, seed=4)
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+
+
+def test_resuming_at_step_k_gives_the_next_batches(dataset):
+    source, transform = _open(dataset)
+    batches = pipeline.train_batches(source, transform, 8, seed=0)
+    straight = pipeline.iterate(batches, 0)
+    expected = [next(straight) for _ in range(6)]
+    resumed = pipeline.iterate(batches, 4)
+    for want in expected[4:]:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_worker_processes_give_the_same_batches(dataset):
+    source, transform = _open(dataset)
+    batches = pipeline.train_batches(source, transform, 8, seed=0)
+    in_process = pipeline.iterate(batches, 2)
+    with_workers = pipeline.iterate(batches, 2, workers=1)
+    for _ in range(3):
+        want, got = next(in_process), next(with_workers)
+        np.testing.assert_array_equal(got["image"], want["image"])
+
+
+def test_two_hosts_get_disjoint_splits_that_cover_the_data(dataset):
+    source, _ = _open(dataset)
+    seen = []
+    for host in range(2):
+        ids = pipeline.grain.MapDataset.source(source)[host::2]
+        seen.append({ids[i]["patient_id"] for i in range(len(ids))})
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == {f"p{i}" for i in range(NUM_TRAIN)}
+
+
+def test_presence_masks_and_zero_fill(dataset):
+    source, transform = _open(dataset)
+    example = transform(source[1])  # patient 1 has no image
+    assert not example["has_image"] and (example["image"] == 0).all()
+    example = transform(source[2])  # patient 2 has no report
+    assert not example["has_report"] and not example["text_mask"].any()
+    example = transform(source[0])
+    assert example["has_image"] and example["has_report"] and example["text_mask"].any()
+    assert abs(example["image"].mean()) < 1e-4 and abs(example["image"].std() - 1) < 1e-3
+
+
+def test_eval_covers_every_example_exactly_once_on_several_hosts(dataset):
+    source, transform = _open(dataset, "eval")
+    indices = []
+    for host in range(2):
+        batches = list(pipeline.eval_batches(source, transform, 4, host, 2))
+        assert len(batches) == 2  # ceil(11 / (4 * 2)) on every host
+        for batch in batches:
+            assert batch["image"].shape == (4, SIZE, SIZE, 1)
+            indices += batch["index"][batch["valid"]].tolist()
+    assert sorted(indices) == list(range(NUM_EVAL))
+
+
+def test_augmentation_never_flips_left_and_right():
+    image = np.zeros((32, 32, 1), np.float32)
+    image[:, :10] = 1.0  # bright on the image left
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        out = pipeline.augment_image(image, rng)
+        assert out[:, :8].mean() > out[:, -8:].mean() + 0.5
+
+
+def test_batch_larger_than_the_host_share_is_a_clear_error(dataset):
+    source, transform = _open(dataset)
+    with pytest.raises(pipeline.ConfigError, match="per-host batch 64 exceeds"):
+        pipeline.train_batches(source, transform, 64, seed=0)
