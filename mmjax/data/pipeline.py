@@ -141,9 +141,18 @@ def load_tokenizer(cfg: DataConfig):
     return tokenizer_lib.load(cfg.tokenizer or Path(cfg.path) / "tokenizer.json")
 
 
+def open_source(path: str, split: str):
+    """A mmjax dataset folder, or a prepared TFDS array_record dataset folder."""
+    if (Path(path) / "dataset_info.json").is_file():
+        from mmjax.data.tfds import TfdsSource  # imports TFDS only when needed
+
+        return TfdsSource(path, split)
+    return ShardedSource(path, split)
+
+
 def open_split(cfg: DataConfig, split: str, tokenizer) -> tuple:
     """The source for a split and its example transform."""
-    source = ShardedSource(cfg.path, split)
+    source = open_source(cfg.path, split)
     manifest = source.manifest
     transform = ExampleTransform(cfg, manifest.fields, tokenizer, len(manifest.label_names),
                                  manifest.attributes.get("signal_rate_hz"))

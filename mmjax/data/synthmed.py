@@ -1,19 +1,29 @@
-"""SynthMed: synthetic patients with known ground truth (chest radiograph + report).
+"""SynthMed: synthetic patients with known ground truth in four modalities.
 
-Real corpora come with noisy, partly unknown labels, so one cannot tell what an
-image-text model has learned. Here each patient is drawn from a small model of
+Real corpora come with noisy, partly unknown labels, so one cannot tell what a
+multimodal model has learned. Here each patient is drawn from a small model of
 correlated findings (`Patient`), and every modality is rendered from that latent
-state, so retrieval and zero-shot probes have exact answers.
+state, so retrieval and zero-shot probes have exact answers:
+
+  image   PA chest radiograph phantom (`draw_radiograph`): cardiomegaly, effusion, ...
+  video   apical four-chamber echo clip (`draw_echo`): LV size, ejection fraction, rhythm
+  signal  12-lead ECG (`simulate_ecg`): rhythm (AF), rate, QRS voltage and width
+  report  free-text radiology report (`write_report`)
+
+As in real records, some patients lack some modalities (`Patient.has_*`); echo is
+ordered more often when the heart is suspect, an ECG more often in AF.
 
 A patient is a pure function of (seed, index), with one random stream per part
-(latent, image, report): any host can generate any shard, and adding a modality
-later leaves the existing ones unchanged.
+(latent, image, report, echo, ECG, later latents): any host can generate any shard,
+and adding a modality leaves the existing ones unchanged.
 """
 
 import dataclasses
 import re
 
 import numpy as np
+
+from mmjax.data import schema
 
 FINDINGS = (
     "cardiomegaly",
@@ -29,8 +39,11 @@ SIDES = ("right", "left")  # patient sides; the patient's right is on the image 
 EFFUSION_SIDES = ("right", "left", "bilateral")
 ZONES = ("upper", "middle", "lower")
 
-# One independent random stream per part of a patient.
+# One independent random stream per part of a patient. Streams are only ever added, never
+# reordered, so earlier parts stay bit-identical; latents added after the first release (heart
+# rate, which modalities the record holds) have a stream of their own.
 LATENT_STREAM, IMAGE_STREAM, REPORT_STREAM = 0, 1, 2
+ECHO_STREAM, ECG_STREAM, LATER_LATENT_STREAM = 3, 4, 5
 
 # Latent model: each finding, then the risk outcome, is Bernoulli with a logit that is a weighted
 # sum of features: a constant, age in decades from 60, male sex and the findings sampled before it.
@@ -67,6 +80,18 @@ RISK_LOGIT = {
 NORMAL_CTR, ENLARGED_CTR = (0.42, 0.50), (0.55, 0.70)
 NORMAL_EF, REDUCED_EF = (60.0, 5.0), (20.0, 40.0)  # normal: mean, std; reduced: range
 NODULE_SIZE_MM = (6.0, 30.0)
+# Resting ventricular rate (bpm): normal with a mean from the same features, clipped per rhythm.
+HEART_RATE = {"constant": 72.0, "decades": -1.5, "reduced_ejection_fraction": 6.0}
+AF_HEART_RATE = {"constant": 92.0, "decades": -1.5, "reduced_ejection_fraction": 6.0}
+HEART_RATE_STD, SINUS_RATE_RANGE, AF_RATE_RANGE = 8.0, (55.0, 95.0), (60.0, 140.0)
+# Which modalities a record holds: Bernoulli logits as above. Echo is ordered for suspected
+# heart failure, an ECG for AF; a record holding none would not exist, so it keeps its image.
+PRESENCE_LOGITS = {
+    "has_image": {"constant": 2.95},
+    "has_echo": {"constant": 0.1, "reduced_ejection_fraction": 1.6, "cardiomegaly": 0.9},
+    "has_ecg": {"constant": 1.3, "atrial_fibrillation": 1.6},
+    "has_report": {"constant": 3.5},
+}
 
 # Radiograph geometry, in patient units: x to the image right (the patient's left), y down,
 # the image spans [-1, 1] before the acquisition pose and body size are applied.
@@ -182,6 +207,12 @@ class Patient:
     pneumothorax: Pneumothorax | None
     consolidation: Consolidation | None
     risk: bool
+    heart_rate: float  # resting ventricular rate, beats per minute
+    # Which modalities the record holds; at least one is.
+    has_image: bool
+    has_echo: bool
+    has_ecg: bool
+    has_report: bool
 
     def has(self, finding: str) -> bool:
         return self.findings[FINDINGS.index(finding)]
@@ -195,9 +226,22 @@ def _pick(rng: np.random.Generator, options, p=None):
     return options[rng.choice(len(options), p=p)]
 
 
+def _weighted(weights: dict[str, float], features: dict[str, float]) -> float:
+    return sum(weight * features[name] for name, weight in weights.items())
+
+
 def _bernoulli_logit(rng, weights: dict[str, float], features: dict[str, float]) -> bool:
-    logit = sum(weight * features[name] for name, weight in weights.items())
-    return bool(rng.random() < 1.0 / (1.0 + np.exp(-logit)))
+    return bool(rng.random() < 1.0 / (1.0 + np.exp(-_weighted(weights, features))))
+
+
+def _later_latents(rng, features: dict[str, float]) -> dict:
+    """Heart rate and modality presence, from their own stream so that stream 0 is unchanged."""
+    af = features["atrial_fibrillation"] > 0
+    mean = _weighted(AF_HEART_RATE if af else HEART_RATE, features)
+    rate = np.clip(rng.normal(mean, HEART_RATE_STD), *(AF_RATE_RANGE if af else SINUS_RATE_RANGE))
+    present = {name: _bernoulli_logit(rng, w, features) for name, w in PRESENCE_LOGITS.items()}
+    present["has_image"] |= not any(present.values())
+    return {"heart_rate": float(rate), **present}
 
 
 def sample_patient(seed: int, index: int) -> Patient:
@@ -231,6 +275,7 @@ def sample_patient(seed: int, index: int) -> Patient:
     if present["consolidation"]:
         consolidation = Consolidation(_pick(rng, SIDES), _pick(rng, ZONES, (0.25, 0.3, 0.45)))
     risk = _bernoulli_logit(rng, RISK_LOGIT, features)
+    later = _later_latents(_stream(seed, index, LATER_LATENT_STREAM), features)
     return Patient(
         patient_id=index,
         age=float(age),
@@ -244,6 +289,7 @@ def sample_patient(seed: int, index: int) -> Patient:
         pneumothorax=pneumothorax,
         consolidation=consolidation,
         risk=risk,
+        **later,
     )
 
 
