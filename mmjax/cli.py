@@ -52,6 +52,19 @@ def _data_synthmed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_ingest(args: argparse.Namespace) -> int:
+    from mmjax.data.ingest import Shapes, ingest
+
+    shapes = Shapes(args.image_size, args.channels, args.frames, args.signal_rate,
+                    args.signal_seconds)
+    report = ingest(args.src, args.out, args.format, shapes, args.eval_fraction,
+                    args.max_errors, args.vocab_size)
+    print(f"wrote {args.out}: {report['records']} records from {report['files']} files "
+          f"({', '.join(f'{k} {v}' for k, v in report['splits'].items())}); "
+          f"{len(report['errors'])} errors, {len(report['skipped'])} skipped")
+    return 0
+
+
 def _data_inspect(args: argparse.Namespace) -> int:
     from mmjax.data.inspect import format_summary, plot_examples, summarize
 
@@ -79,6 +92,24 @@ def _add_data_commands(commands) -> None:
     synth.add_argument("--vocab-size", type=int, default=1024, help="tokenizer size")
     synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     synth.set_defaults(run=_data_synthmed)
+
+    ingest = data_commands.add_parser("ingest", help="raw files -> a sharded dataset")
+    ingest.add_argument("--src", required=True,
+                        help="a CSV/JSONL manifest, or a folder of DICOM, video or ECG files")
+    ingest.add_argument("--out", required=True, help="dataset folder to create")
+    ingest.add_argument("--format", default="auto",
+                        choices=("auto", "manifest", "dicom", "video", "ecg"))
+    ingest.add_argument("--image-size", type=int, default=64)
+    ingest.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    ingest.add_argument("--frames", type=int, default=16)
+    ingest.add_argument("--signal-rate", type=int, default=100, help="target ECG rate (Hz)")
+    ingest.add_argument("--signal-seconds", type=float, default=10.0)
+    ingest.add_argument("--eval-fraction", type=float, default=0.1,
+                        help="patients held out, chosen by a hash of the patient id")
+    ingest.add_argument("--max-errors", type=float, default=0.05,
+                        help="fail when a larger fraction of files cannot be read")
+    ingest.add_argument("--vocab-size", type=int, default=1024, help="tokenizer size")
+    ingest.set_defaults(run=_data_ingest)
 
     inspect = data_commands.add_parser("inspect", help="counts, missing rates, example grid")
     inspect.add_argument("dir", help="dataset folder")

@@ -1,0 +1,271 @@
+"""Raw clinical files -> a sharded dataset, counting every file it could not use.
+
+Sources: a CSV/JSONL manifest (image folder + reports + labels, what most users have),
+or a folder of DICOM (grouped into one record per study), video and ECG files. A bad
+file is logged with its reason in `ingest_report.json` and the rest goes on; the
+held-out split is chosen per patient by a hash, so no patient spans both splits.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from tqdm import tqdm
+
+from mmjax.config import ConfigError
+from mmjax.data import schema, shards
+from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.data.formats import FormatError, convert, dicom, ecg, tabular, video
+
+log = logging.getLogger(__name__)
+
+REPORT = "ingest_report.json"
+TOKENIZER = "tokenizer.json"
+FORMATS = ("auto", "manifest", "dicom", "video", "ecg")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+ECG_SUFFIXES = (".hea", ".npy", ".csv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """The fixed shapes every ingested example is converted to."""
+
+    image_size: int = 64
+    channels: int = 1
+    frames: int = 16
+    signal_rate_hz: int = 100
+    signal_seconds: float = 10.0
+
+    @property
+    def signal_samples(self) -> int:
+        return int(round(self.signal_rate_hz * self.signal_seconds))
+
+    def fields(self, modalities, num_labels: int) -> dict[str, tuple]:
+        size, channels = self.image_size, self.channels
+        every = {
+            "image": {"image": (size, size, channels)},
+            "video": {"video": (self.frames, size, size, channels)},
+            "signal": {"signal": (self.signal_samples, len(schema.ECG_LEADS)),
+                       "signal_leads": (len(schema.ECG_LEADS),)},
+            "report": {"report": ()},
+        }
+        fields = {"patient_id": ()}
+        for modality in modalities:
+            fields.update(every[modality])
+        if num_labels:
+            fields["labels"] = (num_labels,)
+        return fields
+
+
+@dataclasses.dataclass
+class Tally:
+    """What happened to every input file."""
+
+    files: int = 0
+    records: int = 0
+    errors: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+
+    def error(self, error: FormatError) -> None:
+        log.warning("skipping %s", error)
+        self.errors.append({"path": str(error.path), "reason": error.reason})
+
+    @property
+    def error_fraction(self) -> float:
+        return len(self.errors) / max(self.files, 1)
+
+
+# ---- One modality at a time, each to its stored form.
+
+
+def _image(pixels01: np.ndarray, shapes: Shapes) -> dict:
+    return {"image": convert.to_stored_image(pixels01, shapes.image_size, shapes.channels)}
+
+
+def _video(frames: np.ndarray, shapes: Shapes) -> dict:
+    return {"video": convert.sample_frames(frames, shapes.frames, shapes.image_size,
+                                           shapes.channels)}
+
+
+def _signal(signal: np.ndarray, rate_hz: float, lead_names, shapes: Shapes, path) -> dict:
+    resampled = convert.resample_signal(signal, rate_hz, shapes.signal_rate_hz,
+                                        shapes.signal_seconds)
+    try:
+        placed, mask = convert.place_leads(resampled, lead_names)
+    except FormatError:
+        raise
+    except ValueError as e:
+        raise FormatError(path, str(e)) from e
+    return {"signal": placed.astype(np.float16), "signal_leads": mask}
+
+
+def _file_item(path: Path, shapes: Shapes) -> dict:
+    """A non-DICOM file by its suffix."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return _video(video.read_video(path).frames, shapes)
+    if suffix in ECG_SUFFIXES:
+        item = ecg.read_ecg(path)
+        return _signal(item.signal, item.rate_hz, item.lead_names, shapes, path)
+    if suffix in IMAGE_SUFFIXES:
+        return _image(tabular.read_image(path), shapes)
+    raise FormatError(path, f"unsupported file type '{suffix}'")
+
+
+def _dicom_item(path: Path, shapes: Shapes) -> dict:
+    item = dicom.read_dicom(path)
+    if item.kind == "image":
+        return _image(item.display01(), shapes)
+    if item.kind == "video":
+        return _video(item.frames, shapes)
+    if item.kind == "signal":
+        return _signal(item.signal, item.rate_hz, item.lead_names, shapes, path)
+    return {"report": item.text}
+
+
+# ---- Sources.
+
+
+def _from_manifest(path: Path, shapes: Shapes, tally: Tally) -> Iterator[dict]:
+    rows = tabular.read_manifest(path)
+    root = path.parent
+    for row in tqdm(rows, desc="ingest", unit="row"):
+        record = {"patient_id": row.patient_id, "labels": row.labels}
+        try:
+            for field in ("image", "video", "signal"):
+                relative = getattr(row, field)
+                if relative:
+                    tally.files += 1
+                    record.update(_file_item(root / relative, shapes))
+        except FormatError as e:
+            tally.error(e)
+            continue
+        if row.report:
+            record["report"] = row.report
+        yield record
+
+
+def _study_key(path: Path) -> tuple[str, str]:
+    header = pydicom.dcmread(path, stop_before_pixels=True,
+                             specific_tags=["PatientID", "StudyInstanceUID"])
+    patient = str(header.get("PatientID", "") or path.stem)
+    return patient, str(header.get("StudyInstanceUID", "") or path.stem)
+
+
+def _from_folder(root: Path, kind: str, shapes: Shapes, tally: Tally) -> Iterator[dict]:
+    """DICOM files become one record per study; other files one record each."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _wanted(p, kind))
+    studies: dict[tuple[str, str], dict] = {}
+    for path in tqdm(files, desc="ingest", unit="file"):
+        tally.files += 1
+        is_dicom = path.suffix.lower() == ".dcm" or kind == "dicom"
+        try:
+            item = _dicom_item(path, shapes) if is_dicom else _file_item(path, shapes)
+            key = _study_key(path) if is_dicom else (path.stem, path.stem)
+        except FormatError as e:
+            tally.error(e)
+            continue
+        except (OSError, pydicom.errors.InvalidDicomError) as e:
+            tally.error(FormatError(path, f"unreadable header ({e})"))
+            continue
+        record = studies.setdefault(key, {"patient_id": key[0]})
+        clash = set(item) & set(record) - {"patient_id"}
+        if clash:
+            tally.skipped.append({"path": str(path),
+                                  "reason": f"study already has {sorted(clash)[0]}"})
+            continue
+        record.update(item)
+    yield from studies.values()
+
+
+def _wanted(path: Path, kind: str) -> bool:
+    suffix = path.suffix.lower()
+    if kind == "dicom":
+        return suffix in (".dcm", "")
+    if kind == "video":
+        return suffix in VIDEO_SUFFIXES
+    if kind == "ecg":
+        return suffix in (".hea", ".npy", ".csv")
+    return suffix in (".dcm", *VIDEO_SUFFIXES, *ECG_SUFFIXES, *IMAGE_SUFFIXES)
+
+
+# ---- The whole ingest.
+
+
+def held_out(patient_id: str, eval_fraction: float) -> bool:
+    """Stable per-patient split: the same patient lands in the same split every time."""
+    digest = hashlib.sha256(patient_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+
+def ingest(
+    src: str | Path,
+    out: str | Path,
+    source_format: str = "auto",
+    shapes: Shapes = Shapes(),
+    eval_fraction: float = 0.1,
+    max_errors: float = 0.05,
+    vocab_size: int = 1024,
+) -> dict:
+    """Ingests `src` into the dataset folder `out`; returns the ingest report.
+
+    Raises ConfigError when more than `max_errors` of the files failed (the dataset
+    and its report are still written, so the failures can be inspected).
+    """
+    src, out = Path(src), Path(out)
+    if source_format not in FORMATS:
+        raise ConfigError(f"--format '{source_format}' is unknown; choose from {FORMATS}")
+    if not src.exists():
+        raise FileNotFoundError(f"source not found: {src}")
+    tally = Tally()
+    is_manifest = src.is_file() and src.suffix.lower() in (".csv", ".jsonl")
+    if source_format == "manifest" or (source_format == "auto" and is_manifest):
+        records = list(_from_manifest(src, shapes, tally))
+    else:
+        records = list(_from_folder(src, source_format, shapes, tally))
+    tally.records = len(records)
+
+    label_names = sorted({name for r in records for name in r.get("labels", {})})
+    modalities = [m for m in schema.MODALITIES if any(m in r for r in records)]
+    splits = {"train": [], "eval": []}
+    for record in records:
+        labels = record.pop("labels", None)
+        if label_names:
+            record["labels"] = np.array([int(bool((labels or {}).get(n, 0))) for n in label_names],
+                                        np.uint8)
+        split = "eval" if held_out(record["patient_id"], eval_fraction) else "train"
+        splits[split].append(record)
+    reports = [r["report"] for r in splits["train"] if "report" in r]
+
+    def save_tokenizer(directory: Path) -> None:
+        if reports:
+            tokenizer_lib.train(reports, vocab_size).save(str(directory / TOKENIZER))
+
+    out.mkdir(parents=True, exist_ok=True)
+    shards.write_dataset(
+        out, src.stem or "ingested", splits, shapes.fields(modalities, len(label_names)),
+        label_names,
+        {"source": str(src), "signal_rate_hz": shapes.signal_rate_hz,
+         **dataclasses.asdict(shapes)},
+        before_manifest=save_tokenizer,
+    )
+    report = {
+        "source": str(src), "files": tally.files, "records": tally.records,
+        "splits": {name: len(rows) for name, rows in splits.items()},
+        "modalities": modalities, "label_names": label_names,
+        "error_fraction": tally.error_fraction, "errors": tally.errors,
+        "skipped": tally.skipped,
+    }
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    if tally.error_fraction > max_errors:
+        raise ConfigError(
+            f"{len(tally.errors)} of {tally.files} files failed ({tally.error_fraction:.1%} > "
+            f"--max-errors {max_errors:.1%}); see {out / REPORT}"
+        )
+    return report
