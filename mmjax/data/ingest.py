@@ -96,12 +96,7 @@ def _video(frames: np.ndarray, shapes: Shapes) -> dict:
 def _signal(signal: np.ndarray, rate_hz: float, lead_names, shapes: Shapes, path) -> dict:
     resampled = convert.resample_signal(signal, rate_hz, shapes.signal_rate_hz,
                                         shapes.signal_seconds)
-    try:
-        placed, mask = convert.place_leads(resampled, lead_names)
-    except FormatError:
-        raise
-    except ValueError as e:
-        raise FormatError(path, str(e)) from e
+    placed, mask = convert.place_leads(resampled, lead_names, path=str(path))
     return {"signal": placed.astype(np.float16), "signal_leads": mask}
 
 

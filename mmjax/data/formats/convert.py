@@ -51,13 +51,13 @@ def millivolt_channels(signal: np.ndarray, units: Sequence[str]) -> tuple[np.nda
     0 so that resampling cannot spread them.
     """
     signal = np.asarray(signal, np.float64)
+    scales = [MILLIVOLTS_PER_UNIT.get((unit or "").strip().lower()) for unit in units]
     columns = [
         column
-        for column, unit in enumerate(units)
-        if unit.strip().lower() in MILLIVOLTS_PER_UNIT and np.isfinite(signal[:, column]).any()
+        for column, scale in enumerate(scales)
+        if scale is not None and np.isfinite(signal[:, column]).any()
     ]
-    scale = [MILLIVOLTS_PER_UNIT[units[column].strip().lower()] for column in columns]
-    millivolts = signal[:, columns] * np.asarray(scale)
+    millivolts = signal[:, columns] * np.asarray([scales[column] for column in columns])
     return np.nan_to_num(millivolts, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), columns
 
 
@@ -101,7 +101,11 @@ def _square_resize(image: np.ndarray, size: int) -> np.ndarray:
     square = np.zeros((side, side, channels), np.float32)
     square[top : top + height, left : left + width] = image
     planes = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(square[..., c])).resize((size, size), RESIZE_FILTER))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(square[..., c])).resize(
+                (size, size), RESIZE_FILTER
+            )
+        )
         for c in range(channels)
     ]
     return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
@@ -121,7 +125,9 @@ def sample_frames(video: np.ndarray, frames: int, size: int, channels: int) -> n
     """uint8 [T, H, W(, C)] -> uint8 [frames, size, size, channels], uniformly over time."""
     video = np.asarray(video)
     if video.dtype != np.uint8 or video.ndim not in (3, 4) or len(video) == 0:
-        raise ValueError(f"expected a non-empty uint8 [T, H, W(, C)], got {video.dtype} {video.shape}")
+        raise ValueError(
+            f"expected a non-empty uint8 [T, H, W(, C)], got {video.dtype} {video.shape}"
+        )
     unique, inverse = np.unique(frame_indices(len(video), frames), return_inverse=True)
     resized = np.stack(
         [_square_resize(_with_channels(video[i] / np.float32(255), channels), size) for i in unique]
@@ -162,7 +168,9 @@ def place_leads(
     """
     signal = np.asarray(signal, np.float32)
     if signal.ndim != 2 or signal.shape[1] != len(lead_names):
-        raise FormatError(path, f"{len(lead_names)} lead names for a signal of shape {signal.shape}")
+        raise FormatError(
+            path, f"{len(lead_names)} lead names for a signal of shape {signal.shape}"
+        )
     placed = np.zeros((len(signal), len(schema.ECG_LEADS)), np.float32)
     mask = np.zeros(len(schema.ECG_LEADS), np.uint8)
     for column, label in enumerate(lead_names):

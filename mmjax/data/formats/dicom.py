@@ -12,13 +12,15 @@ import re
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
 from mmjax.data.formats import FormatError, convert, existing_file
 
-KINDS = ("image", "video", "signal", "report")
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-# Decoders hand back RGB for these; JPEG 2000 undoes its colour transform itself.
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+# Decoders hand back RGB for these: pydicom converts YBR_FULL(_422), JPEG 2000 codecs undo
+# their own colour transform (ICT, RCT).
 RGB_PHOTOMETRICS = ("RGB", "YBR_ICT", "YBR_RCT")
 WINDOW_PERCENTILES = (0.5, 99.5)  # display range when the file gives no window
 SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
@@ -72,7 +74,9 @@ def _item(ds: pydicom.Dataset, path: str) -> DicomItem:
         ds.get("Modality") == "SR" or str(ds.get("SOPClassUID", "")).startswith(SR_SOP_CLASS_PREFIX)
     ):
         return _report_item(ds, path)
-    raise FormatError(path, "no pixel data, waveform or SR content (truncated or not a study object)")
+    raise FormatError(
+        path, "no pixel data, waveform or SR content (truncated or not a study object)"
+    )
 
 
 def _functional(ds: pydicom.Dataset, keyword: str):
@@ -95,7 +99,7 @@ def _first(value) -> float | None:
     """First of a possibly multi-valued numeric element, if finite."""
     if value is None:
         return None
-    value = float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
+    value = float(value[0] if isinstance(value, MultiValue) else value)
     return value if math.isfinite(value) else None
 
 
@@ -107,7 +111,7 @@ def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as e:
-        raise FormatError(path, f"unsupported transfer syntax {syntax} ({syntax.name})") from e
+        raise FormatError(path, f"unsupported transfer syntax {syntax.name}") from e
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies)
         raise FormatError(path, f"no decoder installed for {syntax.name} ({missing})")
@@ -123,27 +127,35 @@ def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
 
 def _pixel_item(ds: pydicom.Dataset, path: str) -> DicomItem:
     array, photometric = _decode(ds, path)
-    if photometric == "PALETTE COLOR":
-        array, photometric = apply_color_lut(array, ds), "RGB"
-        bits = 8 * array.dtype.itemsize
-    elif ds.SamplesPerPixel == 3:
-        if photometric not in RGB_PHOTOMETRICS:
-            raise FormatError(path, f"unsupported colour photometric interpretation {photometric}")
-        photometric, bits = "RGB", ds.BitsStored
-    if photometric == "RGB":
-        pixels = array.astype(np.float32)
-        center, width = convert.window_spanning(0, 2**bits - 1)
-    elif photometric in ("MONOCHROME1", "MONOCHROME2"):
+    samples = ds.SamplesPerPixel
+    if photometric in MONOCHROME and samples == 1:
         pixels = _modality_values(ds, array)
         center, width = _window(ds, pixels)
+    elif photometric == "PALETTE COLOR" and samples == 1:
+        colours = apply_color_lut(array, ds)  # uint8 or uint16, as the palette's entries
+        pixels, photometric = colours.astype(np.float32), "RGB"
+        center, width = convert.window_spanning(0, np.iinfo(colours.dtype).max)
+    elif photometric in RGB_PHOTOMETRICS and samples == 3:
+        pixels, photometric = array.astype(np.float32), "RGB"
+        center, width = convert.window_spanning(0, 2**ds.BitsStored - 1)
     else:
-        raise FormatError(path, f"unsupported photometric interpretation {photometric}")
+        raise FormatError(
+            path,
+            f"unsupported photometric interpretation {photometric} "
+            f"with {samples} samples per pixel",
+        )
     if int(ds.get("NumberOfFrames") or 1) == 1:
         return DicomItem(
-            "image", pixels=pixels, window_center=center, window_width=width, photometric=photometric
+            "image",
+            pixels=pixels,
+            window_center=center,
+            window_width=width,
+            photometric=photometric,
         )
     frames = np.round(_display01(pixels, center, width, photometric) * 255).astype(np.uint8)
-    return DicomItem("video", frames=frames if frames.ndim == 4 else frames[..., None], fps=_fps(ds))
+    return DicomItem(
+        "video", frames=frames if frames.ndim == 4 else frames[..., None], fps=_fps(ds)
+    )
 
 
 def _modality_values(ds: pydicom.Dataset, array: np.ndarray) -> np.ndarray:
@@ -199,7 +211,9 @@ def _waveform_item(ds: pydicom.Dataset, path: str) -> DicomItem:
     channels = group.get("ChannelDefinitionSequence") or []
     samples, count = group.get("NumberOfWaveformSamples"), group.get("NumberOfWaveformChannels")
     if not samples or count != len(channels):
-        raise FormatError(path, f"waveform group {index}: {count} channels, {len(channels)} defined")
+        raise FormatError(
+            path, f"waveform group {index}: {count} channels, {len(channels)} defined"
+        )
     expected = samples * count * (group.get("WaveformBitsAllocated") or 0) // 8
     if len(group.get("WaveformData") or b"") < expected:
         raise FormatError(path, f"waveform group {index}: data shorter than {expected} bytes")
@@ -208,8 +222,12 @@ def _waveform_item(ds: pydicom.Dataset, path: str) -> DicomItem:
     if not kept:
         raise FormatError(path, f"waveform group {index}: no channel in volts (units {units})")
     labels = [_channel_label(channels[column], column) for column in kept]
-    return DicomItem("signal", signal=signal, rate_hz=rate,
-                     lead_names=tuple(convert.lead_name(label) or label for label in labels))
+    return DicomItem(
+        "signal",
+        signal=signal,
+        rate_hz=rate,
+        lead_names=tuple(convert.lead_name(label) or label for label in labels),
+    )
 
 
 def _channel_units(channel: pydicom.Dataset) -> str:

@@ -1,0 +1,215 @@
+"""The most common layout: files in a folder plus a CSV or JSONL manifest, and its images.
+
+Manifest columns (CSV) or keys (JSONL): `patient_id` (required); `image`, `video`,
+`signal` (paths relative to the manifest's folder); `report` (inline text); any
+`label_<name>` and, in JSONL, a `labels` object; optional `risk`, `age`, `sex`. A
+manifest may not point outside its folder: absolute paths and `..` are refused.
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import posixpath
+from collections.abc import Iterator
+from pathlib import Path, PureWindowsPath
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mmjax.data.formats import FormatError, existing_file
+
+PATH_FIELDS = ("image", "video", "signal")
+MODALITY_FIELDS = (*PATH_FIELDS, "report")
+LABEL_PREFIX = "label_"
+UINT8_MAX = 255  # labels and risk are stored as uint8
+SEX_CODES = {"0": 0, "f": 0, "female": 0, "1": 1, "m": 1, "male": 1}  # schema: 0 female, 1 male
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+# PIL modes read as grey, and as 16-bit grey; other modes except I and F are made RGB.
+GREY_MODES = ("1", "L", "LA", "La")
+GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+GREY16_MAX = 65535
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestRow:
+    patient_id: str
+    image: str | None = None
+    video: str | None = None
+    signal: str | None = None
+    report: str | None = None
+    labels: dict[str, int] = dataclasses.field(default_factory=dict)
+    risk: int | None = None
+    age: float | None = None
+    sex: int | None = None
+
+
+class _FieldError(Exception):
+    """A bad manifest value; `read_manifest` adds the file and line."""
+
+
+def read_manifest(path) -> list[ManifestRow]:
+    """All rows of a .csv or .jsonl manifest; any bad row fails the manifest, naming its line."""
+    path = existing_file(path)
+    suffix = Path(path).suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise FormatError(path, f"manifest must be one of {MANIFEST_SUFFIXES}, got {suffix!r}")
+    rows = []
+    try:
+        for line, record in _csv_records(path) if suffix == ".csv" else _jsonl_records(path):
+            try:
+                rows.append(_row(record))
+            except _FieldError as e:
+                raise FormatError(path, f"line {line}: {e}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise FormatError.caused_by(path, "unreadable manifest", e) from e
+    return rows
+
+
+def _csv_records(path: str) -> Iterator[tuple[int, dict]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a BOM
+        reader = csv.reader(f)
+        header = [name.strip() for name in next(reader, [])]
+        if "patient_id" not in header:
+            raise FormatError(path, "missing column 'patient_id'")
+        if not set(MODALITY_FIELDS) & set(header):
+            raise FormatError(path, f"none of the columns {MODALITY_FIELDS}")
+        if len(set(header)) != len(header):
+            raise FormatError(path, f"repeated column names in {header}")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise FormatError(
+                    path, f"line {reader.line_num}: {len(row)} fields, {len(header)} columns"
+                )
+            yield reader.line_num, dict(zip(header, row, strict=True))
+
+
+def _jsonl_records(path: str) -> Iterator[tuple[int, dict]]:
+    with open(path, encoding="utf-8-sig") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise FormatError(path, f"line {line}: invalid JSON ({e.msg})") from e
+            if not isinstance(record, dict):
+                raise FormatError(path, f"line {line}: expected a JSON object")
+            yield line, record
+
+
+def _row(record: dict) -> ManifestRow:
+    patient_id = _text(record, "patient_id")
+    if patient_id is None:
+        raise _FieldError("missing patient_id")
+    row = ManifestRow(
+        patient_id=patient_id,
+        **{key: _relative_path(record, key) for key in PATH_FIELDS},
+        report=_text(record, "report"),
+        labels=_labels(record),
+        risk=_uint8(record.get("risk"), "risk"),
+        age=_number(record.get("age"), "age"),
+        sex=_sex(record.get("sex")),
+    )
+    if all(getattr(row, key) is None for key in MODALITY_FIELDS):
+        raise _FieldError(f"none of {MODALITY_FIELDS}")
+    return row
+
+
+def _blank(value) -> bool:
+    return value is None or isinstance(value, str) and not value.strip()
+
+
+def _text(record: dict, key: str) -> str | None:
+    value = record.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):  # numeric ids in JSONL
+        value = str(value)
+    if _blank(value):
+        return None
+    if not isinstance(value, str):
+        raise _FieldError(f"{key} must be text, got {value!r}")
+    return value.strip()
+
+
+def _relative_path(record: dict, key: str) -> str | None:
+    """Normalised POSIX path, refused if absolute or climbing out with `..`."""
+    value = _text(record, key)
+    if value is None:
+        return None
+    normal = posixpath.normpath(value.replace("\\", "/"))
+    if posixpath.isabs(normal) or PureWindowsPath(value).drive or normal.split("/")[0] == "..":
+        raise _FieldError(f"{key} path {value!r} leaves the manifest's folder")
+    return normal
+
+
+def _number(value, key: str, integer: bool = False) -> float | int | None:
+    if _blank(value):
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        number = float(value)
+    except ValueError:
+        raise _FieldError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or integer and not number.is_integer():
+        raise _FieldError(f"{key} must be {'an integer' if integer else 'finite'}, got {value!r}")
+    return int(number) if integer else number
+
+
+def _uint8(value, key: str) -> int | None:
+    number = _number(value, key, integer=True)
+    if number is not None and not 0 <= number <= UINT8_MAX:
+        raise _FieldError(
+            f"{key} = {number} is outside 0..{UINT8_MAX} (map uncertain labels first)"
+        )
+    return number
+
+
+def _labels(record: dict) -> dict[str, int]:
+    """`label_<name>` columns and a JSONL `labels` object; blank values are left out."""
+    nested = record.get("labels") or {}
+    if not isinstance(nested, dict):
+        raise _FieldError(f"labels must be an object, got {nested!r}")
+    flat = {
+        key[len(LABEL_PREFIX) :]: v for key, v in record.items() if key.startswith(LABEL_PREFIX)
+    }
+    labels = {name: _uint8(value, LABEL_PREFIX + name) for name, value in (nested | flat).items()}
+    return {name: value for name, value in labels.items() if value is not None}
+
+
+def _sex(value) -> int | None:
+    if _blank(value):
+        return None
+    code = None if isinstance(value, bool) else SEX_CODES.get(str(value).strip().lower())
+    if code is None:
+        raise _FieldError(f"sex must be one of {sorted(SEX_CODES)}, got {value!r}")
+    return code
+
+
+def read_image(path) -> np.ndarray:
+    """float32 [H, W] (grey) or [H, W, 3] (colour) in [0, 1].
+
+    16-bit grey is scaled by 65535; alpha is dropped and palettes expanded; the EXIF
+    orientation (photographs) is applied; multi-frame files give their first frame.
+    """
+    path = existing_file(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes now: truncated files raise here, not later
+            image = ImageOps.exif_transpose(image)
+            if image.mode in GREY_MODES:
+                image = image.convert("L")
+            elif image.mode not in (*GREY16_MODES, "I", "F"):
+                image = image.convert("RGB")
+            mode, array = image.mode, np.asarray(image)
+    except Exception as e:
+        raise FormatError.caused_by(path, "unreadable image", e) from e
+    if mode in ("L", "RGB"):
+        return array.astype(np.float32) / 255
+    if mode == "F":
+        raise FormatError(path, "floating-point images have no known display range")
+    if array.min(initial=0) < 0 or array.max(initial=0) > GREY16_MAX:
+        raise FormatError(path, f"PIL mode {mode} holds values outside 16-bit grey")
+    return array.astype(np.float32) / GREY16_MAX
