@@ -1,14 +1,16 @@
-"""SynthMed: determinism, field contracts, latent statistics, and that images and reports
-carry the ground truth."""
+"""SynthMed: determinism, field contracts, latent statistics, that images, reports, echo
+clips and ECGs carry the ground truth, and that records lack modalities as real ones do."""
 
 import dataclasses
 import functools
+import hashlib
 import re
 
 import numpy as np
 import pytest
+import scipy.signal
 
-from mmjax.data import synthmed
+from mmjax.data import schema, synthmed
 
 IMAGE_SIZE = 64
 # How a reader recognises each image finding in a sentence, and a negated sentence.
@@ -306,3 +308,221 @@ def test_reports_are_short_and_varied():
     assert any("cardiothoracic ratio" in r for r in reports)
     assert any(r.startswith(("INDICATION:", "CLINICAL HISTORY:")) for r in reports)
     assert any(re.search(r"\b(Possible|Likely|Probable|Cannot exclude)\b", r) for r in reports)
+
+
+# Echo, ECG and missing modalities.
+
+ECHO_SIZE, ECHO_FRAMES = 64, 16
+LV_ROWS, LV_COLUMNS = slice(8, 38), slice(32, 48)  # the left ventricle of a normal-sized heart
+DARK = 40  # blood pool; tissue speckle stays well above it
+ALL_MODALITIES = ("image", "video", "signal", "report")
+LEADS = {name: i for i, name in enumerate(schema.ECG_LEADS)}
+
+
+def _findings(*names: str) -> tuple[bool, ...]:
+    return tuple(f in names for f in synthmed.FINDINGS)
+
+
+def _echo(patient: synthmed.Patient, seed: int = 0, **changes) -> np.ndarray:
+    """Clip of `patient` with `changes`, under a fixed acquisition and rhythm."""
+    changed = dataclasses.replace(patient, **changes)
+    rng = np.random.default_rng([seed, patient.patient_id])
+    return synthmed.draw_echo(changed, ECHO_FRAMES, ECHO_SIZE, rng)
+
+
+def _lv_area_change(clips: np.ndarray) -> np.ndarray:
+    """(max - min) / max over frames of the dark pixels in the LV region: [..., frames] -> [...]."""
+    area = (clips[..., LV_ROWS, LV_COLUMNS] < DARK).sum(axis=(-2, -1))
+    return (area.max(-1) - area.min(-1)) / area.max(-1)
+
+
+def _ecg(patient: synthmed.Patient, rate: int = 100, seed: int = 0, **kwargs) -> np.ndarray:
+    rng = np.random.default_rng([seed, patient.patient_id])
+    return synthmed.simulate_ecg(patient, rate, 10.0, rng, **kwargs)
+
+
+def _rr_intervals(ecg: np.ndarray, rate: int) -> np.ndarray:
+    """Seconds between QRS complexes: a threshold on lead II's steepness over 80 ms.
+
+    Differencing removes the baseline; the QRS is far steeper than P and T waves.
+    """
+    steepness = np.abs(np.diff(ecg[:, LEADS["II"]]))
+    energy = np.convolve(steepness, np.ones(int(0.08 * rate)), mode="same")
+    peaks, _ = scipy.signal.find_peaks(energy, height=0.5 * energy.max(), distance=0.25 * rate)
+    return np.diff(peaks) / rate
+
+
+def test_echo_is_a_sector_scan_black_outside_the_fan():
+    clip = _echo(_patients()[0])
+    assert clip.shape == (ECHO_FRAMES, ECHO_SIZE, ECHO_SIZE) and clip.dtype == np.uint8
+    axis = (np.arange(ECHO_SIZE) + 0.5) / ECHO_SIZE
+    lateral, depth = axis[None, :] - 0.5, axis[:, None] - synthmed.PROBE_Y
+    radius = np.sqrt(lateral**2 + depth**2) / synthmed.SECTOR_DEPTH
+    fan = (radius < 1.0) & (np.abs(np.arctan2(lateral, depth)) < synthmed.SECTOR_HALF_ANGLE)
+    assert (clip[:, ~fan] == 0).all()
+    assert 40 < clip[:, fan].mean() < 200 and clip[:, fan].std() > 30
+    assert np.abs(np.diff(clip.astype(float), axis=0)).mean() > 5  # it moves
+    with pytest.raises(ValueError, match="minimum"):
+        synthmed.draw_echo(_patients()[0], 4, synthmed.MIN_IMAGE_SIZE - 1, np.random.default_rng(0))
+
+
+def test_echo_lv_contracts_by_the_ejection_fraction():
+    for patient in _healthy(8):
+        clips = np.stack(
+            [_echo(patient, ejection_fraction=ef, cardiothoracic_ratio=0.46) for ef in (60, 25)]
+        )
+        normal, reduced = _lv_area_change(clips)
+        # Area ratio (1 - EF) ** (2 / 3): 46% and 17% change, less what 10 fps sampling misses.
+        assert 0.25 < normal < 0.5 and 0.05 < reduced < 0.25 and normal > reduced + 0.1
+        # It beats: somewhere the area dips below halfway, with it above halfway on both sides.
+        area = (clips[0][:, LV_ROWS, LV_COLUMNS] < DARK).sum(axis=(1, 2))
+        half = (area.max() + area.min()) / 2
+        assert any(
+            area[:j].max() > half > area[j] and area[j + 1 :].max() > half
+            for j in range(1, ECHO_FRAMES - 1)
+        ), area
+
+
+def test_echo_carries_ejection_fraction_and_heart_size_across_the_corpus():
+    corpus = synthmed.generate(120, seed=2, image_size=ECHO_SIZE, modalities=("video",))
+    has = corpus["has_video"]
+    clips, ejection_fraction = corpus["video"][has], corpus["ejection_fraction"][has]
+    np.testing.assert_allclose(
+        ejection_fraction, [p.ejection_fraction for p in _patients(120, 2) if p.has_echo]
+    )
+    assert np.corrcoef(_lv_area_change(clips), ejection_fraction)[0, 1] > 0.8
+    end_diastolic = (clips[..., LV_ROWS, LV_COLUMNS] < DARK).sum(axis=(2, 3)).max(axis=1)
+    cardiomegaly = corpus["labels"][has, synthmed.FINDINGS.index("cardiomegaly")] == 1
+    assert end_diastolic[cardiomegaly].mean() > 1.05 * end_diastolic[~cardiomegaly].mean()
+
+
+@pytest.mark.parametrize("rate", [100, 500])
+def test_ecg_leads_agree_as_einthoven_and_goldberger_say(rate):
+    for patient in _patients()[:20]:
+        for noise in (True, False):
+            ecg = _ecg(patient, rate, noise=noise)
+            assert ecg.shape == (10 * rate, 12) and ecg.dtype == np.float32
+            lead = {name: ecg[:, i] for name, i in LEADS.items()}
+            close = functools.partial(np.testing.assert_allclose, atol=1e-5)
+            close(lead["III"], lead["II"] - lead["I"])
+            close(lead["aVR"], -(lead["I"] + lead["II"]) / 2)
+            close(lead["aVL"], lead["I"] - lead["II"] / 2)
+            close(lead["aVF"], lead["II"] - lead["I"] / 2)
+            close(lead["aVR"] + lead["aVL"] + lead["aVF"], 0.0)
+            assert 0.4 < np.ptp(lead["V5"]) < 8 and np.abs(ecg).max() < 10
+
+
+def test_ecg_noise_is_wander_mains_and_hiss_on_top_of_the_clean_signal():
+    rate, ratios = 500, []
+    for patient in _healthy(6):
+        noisy, clean = _ecg(patient, rate), _ecg(patient, rate, noise=False)
+        artefact = noisy[:, LEADS["I"]] - clean[:, LEADS["I"]]
+        power = np.abs(np.fft.rfft(noisy[:, LEADS["I"]])) ** 2
+        hertz = np.fft.rfftfreq(len(noisy), 1 / rate)
+        mains = max(power[hertz == 50.0].item(), power[hertz == 60.0].item())
+        ratios.append(mains / np.median(power[(hertz > 30) & (hertz < 100)]))
+        slow = np.abs(np.fft.rfft(artefact)) ** 2
+        assert slow[hertz < 1].sum() > slow[(hertz > 1) & (hertz < 40)].sum()  # wander dominates
+    assert min(ratios) > 10, ratios
+
+
+def test_ecg_rhythm_is_regular_in_sinus_and_irregular_in_af():
+    variation = {}
+    for rhythm, findings in (("sinus", _findings()), ("af", _findings("atrial_fibrillation"))):
+        variation[rhythm] = []
+        for patient in _healthy(10):
+            patient = dataclasses.replace(patient, findings=findings)
+            for rate in (100, 500):
+                intervals = _rr_intervals(_ecg(patient, rate), rate)
+                assert 40 < 60 / intervals.mean() < 150 and len(intervals) >= 5
+                if rhythm == "sinus":
+                    assert abs(60 / intervals.mean() / patient.heart_rate - 1) < 0.1
+                variation[rhythm].append(intervals.std() / intervals.mean())
+    assert max(variation["sinus"]) < 0.08, variation
+    assert np.median(variation["af"]) > 3 * np.median(variation["sinus"]), variation
+    assert min(variation["af"]) > 0.08, variation
+
+
+def test_ecg_qrs_shows_reduced_ejection_fraction_and_cardiomegaly():
+    def voltage(patient, findings):
+        ecg = _ecg(dataclasses.replace(patient, findings=findings), noise=False)
+        return np.ptp(ecg[:, LEADS["V1"]]) + np.ptp(ecg[:, LEADS["V5"]])  # ~ Sokolow-Lyon
+
+    patients = _healthy(40)
+    normal = np.array([voltage(p, _findings()) for p in patients])
+    reduced = np.array([voltage(p, _findings("reduced_ejection_fraction")) for p in patients])
+    enlarged = np.array([voltage(p, _findings("cardiomegaly")) for p in patients])
+    assert np.median(reduced / normal) < 0.85
+    assert np.mean(enlarged / normal) > 1.1 and (enlarged > 1.25 * normal).mean() > 0.25
+
+
+def test_ecg_rates_depend_on_rhythm_and_stay_plausible():
+    patients = _patients()
+    af = np.array([p.has("atrial_fibrillation") for p in patients])
+    rate = np.array([p.heart_rate for p in patients])
+    assert rate[~af].min() >= 55 and rate[~af].max() <= 95
+    assert rate[af].mean() > rate[~af].mean() + 10
+
+
+# Missing modalities.
+
+
+def test_some_records_lack_some_modalities_as_in_hospitals():
+    patients = _patients()
+    has = {k: np.array([getattr(p, k) for p in patients]) for k in synthmed.PRESENCE_FLAGS.values()}
+    expected = {"has_image": (0.92, 0.98), "has_echo": (0.54, 0.68), "has_ecg": (0.74, 0.86)}
+    expected["has_report"] = (0.95, 0.99)
+    for flag, (low, high) in expected.items():
+        assert low < has[flag].mean() < high, (flag, has[flag].mean())
+    assert np.logical_or.reduce(list(has.values())).all()
+    finding = {f: np.array([p.has(f) for p in patients]) for f in synthmed.FINDINGS}
+    suspect = finding["reduced_ejection_fraction"] | finding["cardiomegaly"]
+    assert has["has_echo"][suspect].mean() > has["has_echo"][~suspect].mean() + 0.2
+    af = finding["atrial_fibrillation"]
+    assert has["has_ecg"][af].mean() > has["has_ecg"][~af].mean() + 0.1
+
+
+def test_new_modalities_leave_the_original_corpus_bit_identical():
+    # Streams 0-2 predate echo, ECG and presence; this digest was taken before they existed.
+    corpus = _corpus(50, 0, 16)
+    digest = hashlib.sha256("\n\n".join(corpus["report"]).encode())
+    digest.update(corpus["labels"].tobytes())
+    assert digest.hexdigest()[:16] == "91390a5e9ff8d49c"  # reports and labels
+    assert set(corpus) == {"patient_id", "image", "report", "labels", "age", "sex", "risk"}
+
+
+def test_named_modalities_come_with_presence_masks_and_blank_absent_entries():
+    n, seed, size, frames, rate = 24, 3, 32, 8, 100  # seed 3 lacks each modality at least once
+    corpus = synthmed.generate(
+        n, seed, size, frames=frames, signal_rate_hz=rate, modalities=ALL_MODALITIES
+    )
+    legacy = _corpus(n, seed, size)
+    patients = _patients(n, seed)
+    assert corpus["video"].shape == (n, frames, size, size) and corpus["video"].dtype == np.uint8
+    assert corpus["signal"].shape == (n, 10 * rate, 12) and corpus["signal"].dtype == np.float32
+    assert corpus["image"].shape == (n, size, size) and len(corpus["report"]) == n
+    np.testing.assert_allclose(corpus["ejection_fraction"], [p.ejection_fraction for p in patients])
+    for modality, flag in synthmed.PRESENCE_FLAGS.items():
+        has = corpus[f"has_{modality}"]
+        assert has.dtype == bool and has.shape == (n,)
+        np.testing.assert_array_equal(has, [getattr(p, flag) for p in patients])
+        assert 0 < has.sum() < n, modality
+        for row in range(n):
+            entry = corpus[modality][row]
+            if modality == "report":
+                assert (entry == legacy["report"][row]) if has[row] else (entry == "")
+            elif modality == "image":
+                expected = legacy["image"][row] if has[row] else 0
+                np.testing.assert_array_equal(entry, expected)
+            else:
+                assert np.any(entry != 0) == has[row], (modality, row)
+    part = synthmed.generate(
+        8, seed, size, start=10, frames=frames, signal_rate_hz=rate, modalities=("signal", "video")
+    )
+    for key in ("video", "signal", "has_video", "has_signal"):
+        np.testing.assert_array_equal(part[key], corpus[key][10:18], err_msg=key)
+    empty = synthmed.generate(0, modalities=ALL_MODALITIES)
+    assert empty["video"].shape == (0, 16, 64, 64) and empty["signal"].shape == (0, 1000, 12)
+    assert all(empty[f"has_{m}"].dtype == bool for m in ALL_MODALITIES)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        synthmed.generate(2, modalities=("image", "audio"))

@@ -164,6 +164,95 @@ CLEAR_LUNGS = "The lungs are clear without focal consolidation."
 NORMAL_FALLBACK = "The heart and lungs are unremarkable."
 NORMAL_IMPRESSIONS = ("No acute cardiopulmonary abnormality.", "Normal chest radiograph.")
 
+# Rhythm, shared by echo and ECG: sinus with respiratory variation of the RR interval, or AF's
+# irregularly irregular intervals (gamma distributed, coefficient of variation AF_RR_CV).
+SINUS_VARIATION, BREATHING_HZ, SINUS_JITTER = (0.02, 0.05), (0.15, 0.35), 0.01
+AF_RR_CV, MIN_RR_S = (0.18, 0.3), 0.3
+BEAT_MARGIN_S = 0.5  # beats up to this long after the record still show (the next P wave)
+SYSTOLE_S = 0.32  # at RR = 1 s; scales with sqrt(RR), as the QT interval does
+ATRIAL_KICK = 0.2  # share of ventricular filling from atrial contraction, none in AF
+
+# Echo: an apical four-chamber view; x to the image right and depth y down from the probe, as
+# fractions of the image side. The left heart is on the image right, the apices at the top.
+ECHO_FPS = 10.0  # 16 frames span 1.6 s: 1.5-2 beats at resting rates
+PROBE_Y, SECTOR_DEPTH, SECTOR_HALF_ANGLE = 0.02, 0.92, np.deg2rad(42.0)
+HEART_SIZE_EXPONENT = 0.5  # chamber size ~ (CTR / mean normal CTR) ** this ...
+HEART_SIZE_ORIGIN = (0.5, 0.1)  # ... about the apex, so a large heart reaches deeper
+# Ventricles (LV, RV) hang from their apex (x, y) with end-diastolic half width and half length,
+# tilted (x shift per unit depth) and narrowed towards the apex (width change per half length);
+# each atrium spans from under its ventricle's base (the moving valve plane) to a fixed floor.
+VENTRICLE_APICES, VENTRICLE_HALF_AXES = ((0.54, 0.13), (0.44, 0.22)), ((0.12, 0.25), (0.085, 0.2))
+VENTRICLE_TILTS, VENTRICLE_TAPER = (0.2, -0.25), 0.3
+ATRIUM_HALF_WIDTHS, ATRIUM_FLOOR, VALVE_GAP = (0.13, 0.11), 0.93, 0.04
+ATRIAL_WIDENING = 0.15  # atria fill while the ventricles empty
+WALL = (0.035, 0.022, 0.015, 0.015)  # end-diastolic wall of LV, RV, LA, RA
+# Volume ~ area ** 1.5 (a shape scaling alike in all three dimensions), so the end-systolic LV
+# area is (1 - EF) ** (1 / 1.5) of the end-diastolic one. Widths take WIDTH_SHARE of the area
+# change (the LV shortens less than it narrows); the wall keeps its area and thickens.
+VOLUME_AREA_EXPONENT, WIDTH_SHARE = 1.5, 0.6
+RV_END_SYSTOLIC_AREA = 0.6
+# Echogenicity (amplitude, myocardium 1), shown log-compressed over a dynamic range.
+TISSUE_ECHO, BLOOD_ECHO, TISSUE_TEXTURE = 0.06, 0.005, 0.6
+ECHO_GAIN_DB, DYNAMIC_RANGE_DB, ATTENUATION_DB = (-10.0, -4.0), (50.0, 60.0), (4.0, 10.0)
+SPECKLE_PERSISTENCE = 0.6  # share of the speckle intensity that stays from frame to frame
+PROBE_OFFSET, PROBE_JITTER = 0.015, 0.004  # clip offset; random walk step per frame
+
+# ECG: a sum of Gaussians per beat (as in ECGSYN) for a 3-D cardiac dipole, x to the patient's
+# left, y to the feet, z anterior. Each lead reads the dipole along its lead vector, so the
+# leads agree as in a real recorder. Per wave: time from the R peak (s; T's scales with
+# sqrt(RR)), width (s), amplitude (mV), direction (R's: the patient's QRS axis).
+ECG_RATE_HZ, ECG_SECONDS = 100, 10.0  # PTB-XL's low-rate format
+ECG_WAVES = {
+    "P": (-0.15, 0.022, 0.15, (0.5, 0.75, 0.3)),
+    "Q": (-0.028, 0.009, 0.15, (-0.7, 0.1, 0.7)),  # septal activation, left to right
+    "R": (0.0, 0.011, 1.6, None),
+    "S": (0.03, 0.012, 0.5, (-0.3, -0.3, -0.9)),
+    "T": (0.3, 0.05, 0.35, (0.6, 0.6, 0.45)),
+}
+QRS_AXIS_DEG, R_POSTERIOR = (45.0, 18.0, -30.0, 95.0), -0.1  # axis mean, std, range
+WAVE_AMPLITUDE_JITTER, WAVE_DIRECTION_JITTER, BEAT_AMPLITUDE_JITTER = 0.15, 0.08, 0.03
+# Reduced EF: lower and wider QRS, and in some a left bundle branch block: the septum activates
+# from the left, the QRS is broad and notched, no S wave, T opposite to the QRS.
+REDUCED_EF_QRS_SCALE, REDUCED_EF_QRS_WIDENING, LBBB_PROBABILITY = (0.55, 0.85), 1.3, 0.3
+LBBB_Q, LBBB_R = (-0.035, 0.02, 0.9), (0.02, 0.022)  # offset, width (, amplitude / R's)
+LVH_PROBABILITY, LVH_VOLTAGE = 0.5, (1.3, 1.8)  # cardiomegaly, sometimes with high voltage
+FIBRILLATION_HZ, FIBRILLATION_MV, FIBRILLATION_DIRECTION = (4.0, 9.0), (0.03, 0.1), (0.3, 0.5, 0.8)
+FIBRILLATION_DRIFT_HZ, FIBRILLATION_DRIFT_RAD = 0.3, 2.0  # slow phase modulation
+# A recorder samples I, II and V1-V6 and derives III, aVR, aVL and aVF by Einthoven's and
+# Goldberger's laws. Limb leads in the frontal plane (degrees from the left towards the feet);
+# chest leads in the transverse plane (degrees from the left towards anterior) and their gain
+# from closeness to the heart.
+LIMB_LEAD_DEG = {"I": 0.0, "II": 60.0}
+CHEST_LEADS = {  # angle, gain, inferior component (V4-V6 sit below the heart's centre)
+    "V1": (115.0, 1.2, 0.0),
+    "V2": (90.0, 1.8, 0.0),
+    "V3": (72.0, 1.9, 0.1),
+    "V4": (55.0, 1.8, 0.2),
+    "V5": (28.0, 1.5, 0.3),
+    "V6": (0.0, 1.1, 0.3),
+}
+LIMB_LEADS_FROM_I_II = {
+    "I": (1.0, 0.0),
+    "II": (0.0, 1.0),
+    "III": (-1.0, 1.0),
+    "aVR": (-0.5, -0.5),
+    "aVL": (1.0, -0.5),
+    "aVF": (-0.5, 1.0),
+}
+# Artefacts that a filter stage must remove, per recorded channel (wander: two frequencies, each
+# with a normal amplitude of this scale per sine and cosine).
+BASELINE_WANDER_HZ, BASELINE_WANDER_MV = (0.1, 0.5), 0.125
+MAINS_HZ, MAINS_MV, WHITE_NOISE_MV = (50.0, 60.0), (0.01, 0.05), (0.005, 0.02)
+
+# Corpus: which Patient flag says a record holds each schema modality.
+PRESENCE_FLAGS = {
+    "image": "has_image",
+    "video": "has_echo",
+    "signal": "has_ecg",
+    "report": "has_report",
+}
+LEGACY_MODALITIES = ("image", "report")
+
 
 @dataclasses.dataclass(frozen=True)
 class Effusion:
@@ -325,6 +414,11 @@ def _waves(rng, x, y, count: int, frequency: float):
     return field * np.sqrt(2.0 / count).item()
 
 
+def _check_size(size: int) -> None:
+    if size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image size {size} is below the minimum of {MIN_IMAGE_SIZE}")
+
+
 def _patient_grid(size: int, body_size: float, rng):
     """Pixel centres in patient units under a random pose; returns x, y and the pixel size."""
     axis = ((np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
@@ -445,8 +539,7 @@ def _nodule(x, y, px: float, nodule: Nodule):
 
 def draw_radiograph(patient: Patient, size: int, rng: np.random.Generator) -> np.ndarray:
     """PA chest radiograph phantom: uint16 [size, size] with 12-bit values, air dark."""
-    if size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image size {size} is below the minimum of {MIN_IMAGE_SIZE}")
+    _check_size(size)
     # Every draw that does not depend on the findings comes first, so adding or removing a
     # finding changes the image only where the finding is.
     x, y, px = _patient_grid(size, patient.body_size, rng)
@@ -601,27 +694,333 @@ def write_report(patient: Patient, rng: np.random.Generator) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Rhythm.
+
+
+def _beats(patient: Patient, seconds: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """R-wave times covering [0, seconds], and the RR interval after each.
+
+    Sinus rhythm varies with breathing; AF is irregularly irregular. The record starts at a
+    random point of a cycle.
+    """
+    mean_rr, count = 60.0 / patient.heart_rate, int((seconds + BEAT_MARGIN_S) / MIN_RR_S) + 2
+    if patient.has("atrial_fibrillation"):
+        shape = rng.uniform(*AF_RR_CV) ** -2.0
+        intervals = np.maximum(mean_rr * rng.gamma(shape, 1.0 / shape, count), MIN_RR_S)
+    else:
+        breathing = 2 * np.pi * rng.uniform(*BREATHING_HZ) * mean_rr * np.arange(count)
+        variation = rng.uniform(*SINUS_VARIATION) * np.sin(breathing + rng.uniform(0, 2 * np.pi))
+        intervals = mean_rr * (1.0 + variation + SINUS_JITTER * rng.standard_normal(count))
+    onsets = np.cumsum(intervals) - intervals[0] * (1.0 + rng.random())
+    keep = onsets < seconds + BEAT_MARGIN_S
+    return onsets[keep], intervals[keep]
+
+
+def _contraction(times, onsets, intervals, atrial_kick: float) -> np.ndarray:
+    """Ventricular emptying at `times`: 0 at end-diastole (the R wave), 1 at end-systole.
+
+    Systole is a half cosine; diastole refills fast, then waits, then the atria top it up.
+    """
+    beat = np.searchsorted(onsets, times, side="right") - 1
+    rr = intervals[beat]
+    phase = (times - onsets[beat]) / rr
+    systole = SYSTOLE_S / np.sqrt(rr)  # fraction of the cycle, below 0.6 as RR >= MIN_RR_S
+    filled = np.clip((phase - systole) / (1.0 - systole), 0.0, 1.0)
+    diastole = (1.0 - atrial_kick) * (1.0 - filled) ** 4 + atrial_kick * (1.0 - filled**6)
+    return np.where(phase < systole, 0.5 - 0.5 * np.cos(np.pi * phase / systole), diastole)
+
+
+# ---------------------------------------------------------------------------------------------
+# Echo.
+
+
+def _chambers(patient: Patient, contraction):
+    """Per chamber (LV, RV, LA, RA) and frame: cavity centre x, y, half axes, tilt, taper, wall."""
+    scale = (patient.cardiothoracic_ratio / np.mean(NORMAL_CTR)) ** HEART_SIZE_EXPONENT
+    origin, tilt = np.array(HEART_SIZE_ORIGIN), np.array(VENTRICLE_TILTS)[:, None]
+    apex_x, apex_y = (origin + scale * (np.array(VENTRICLE_APICES) - origin)).T[..., None]
+    lv_end_systolic_area = (1.0 - patient.ejection_fraction / 100.0) ** (1 / VOLUME_AREA_EXPONENT)
+    end_systolic_area = np.array([[lv_end_systolic_area], [RV_END_SYSTOLIC_AREA]])
+    # Column 0 is end-diastole, whose wall area every frame keeps.
+    contraction = np.concatenate([[0.0], contraction])
+    area = 1.0 - (1.0 - end_systolic_area) * contraction  # [ventricles, 1 + frames]
+    half_width, half_length = scale * np.array(VENTRICLE_HALF_AXES).T[..., None]
+    width, length = half_width * area**WIDTH_SHARE, half_length * area ** (1.0 - WIDTH_SHARE)
+    top = apex_y + 2 * length + scale * VALVE_GAP  # of the atria
+    floor = origin[1] + scale * (ATRIUM_FLOOR - origin[1])
+    atrium_width = scale * np.array(ATRIUM_HALF_WIDTHS)[:, None]
+    cx = np.concatenate([apex_x + tilt * length, apex_x + 2 * tilt * length])
+    cy = np.concatenate([apex_y + length, (top + floor) / 2])
+    half_x = np.concatenate([width, atrium_width * (1.0 + ATRIAL_WIDENING * contraction)])
+    half_y = np.concatenate([length, (floor - top) / 2])
+    tilt = np.broadcast_to(np.concatenate([tilt, np.zeros_like(tilt)]), cx.shape)
+    taper = np.broadcast_to([[VENTRICLE_TAPER]] * 2 + [[0.0]] * 2, cx.shape)
+    wall = np.array(WALL)[:, None]
+    wall_area = (half_x[:, :1] + wall) * (half_y[:, :1] + wall) - half_x[:, :1] * half_y[:, :1]
+    walls = 0.5 * (np.sqrt((half_x + half_y) ** 2 + 4 * wall_area) - half_x - half_y)
+    return tuple(q[:, 1:].astype(np.float32) for q in (cx, cy, half_x, half_y, tilt, taper, walls))
+
+
+def _union_of_ellipses(axis, cx, cy, half_x, half_y, tilt, taper) -> np.ndarray:
+    """Anti-aliased union of per-frame ellipses [chambers, frames] on the grid `axis`: [T, S, S].
+
+    Tilt shears and taper narrows an ellipse along y; neither changes its area. Each ellipse
+    is drawn only within its bounding box.
+    """
+    pixel = np.float32(1.0 / len(axis))
+    cx, cy, half_x, half_y, tilt, taper = (
+        q[..., None] for q in (cx, cy, half_x, half_y, tilt, taper)
+    )
+    down = (axis - cy) / half_y  # [C, T, rows]
+    sharpness = np.minimum(half_x, half_y) * (0.5 / pixel)  # pixels per unit of radius**2
+    middle = cx + tilt * half_y * down
+    stretch = np.sqrt(sharpness) / (half_x * np.maximum(1.0 + taper * down, 0.5))
+    rows = 0.5 + sharpness * (1.0 - down**2)
+    reach = half_x * (1.0 + taper) + np.abs(tilt) * half_y + 2 * pixel
+    bounds = [
+        (cy - half_y - 2 * pixel).min((1, 2)),
+        (cy + half_y + 2 * pixel).max((1, 2)),
+        (cx - reach).min((1, 2)),
+        (cx + reach).max((1, 2)),
+    ]
+    union = np.zeros((cx.shape[1], len(axis), len(axis)), np.float32)
+    for c, (top, bottom, left, right) in enumerate(np.searchsorted(axis, bounds).T):
+        box_rows = (c, slice(None), slice(top, bottom), None)
+        across = (axis[left:right] - middle[box_rows]) * stretch[box_rows]
+        inside = rows[box_rows] - across**2
+        box = union[:, top:bottom, left:right]
+        np.maximum(box, inside, out=box)
+    return np.minimum(union, 1.0, out=union)
+
+
+def draw_echo(patient: Patient, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Apical four-chamber B-mode clip at ECHO_FPS: uint8 [frames, size, size], 0 outside the fan.
+
+    The LV's area follows the cardiac cycle, its excursion set by the ejection fraction and its
+    size by the heart's; beats follow the patient's rhythm.
+    """
+    _check_size(size)
+    axis = ((np.arange(size) + 0.5) / size).astype(np.float32)
+    lateral, depth = axis[None, :] - 0.5, axis[:, None] - PROBE_Y
+    radius = np.sqrt(lateral**2 + depth**2) / SECTOR_DEPTH
+    fan = (radius < 1.0) & (np.abs(np.arctan2(lateral, depth)) < SECTOR_HALF_ANGLE)
+    # Acquisition: gain, dynamic range, net attenuation after time-gain compensation, texture.
+    gain, dynamic_range = rng.uniform(*ECHO_GAIN_DB), rng.uniform(*DYNAMIC_RANGE_DB)
+    decibels = gain + dynamic_range - rng.uniform(*ATTENUATION_DB) * radius
+    texture = TISSUE_TEXTURE * _waves(rng, *np.meshgrid(axis, axis), 4, 6 * np.pi)
+    tissue = (TISSUE_ECHO * np.exp(texture)).astype(np.float32)
+    # Fully developed speckle: exponential intensity, part of it persisting from frame to frame.
+    persistent = SPECKLE_PERSISTENCE * rng.standard_exponential((size, size), np.float32) + 1e-6
+    speckle = rng.random((frames, size, size), np.float32)
+    speckle = np.log(1.0 - speckle, out=speckle)
+    speckle *= SPECKLE_PERSISTENCE - 1.0
+    speckle += persistent
+    probe = rng.uniform(-PROBE_OFFSET, PROBE_OFFSET, 2) + np.cumsum(
+        rng.normal(0.0, PROBE_JITTER, (frames, 2)), axis=0
+    )
+
+    onsets, intervals = _beats(patient, frames / ECHO_FPS, rng)
+    atrial_kick = 0.0 if patient.has("atrial_fibrillation") else ATRIAL_KICK
+    contraction = _contraction(np.arange(frames) / ECHO_FPS, onsets, intervals, atrial_kick)
+    cx, cy, half_x, half_y, tilt, taper, walls = _chambers(patient, contraction)
+    cx, cy = cx + probe[:, 0].astype(np.float32), cy + probe[:, 1].astype(np.float32)
+    heart = _union_of_ellipses(axis, cx, cy, half_x + walls, half_y + walls, tilt, taper)
+    blood = _union_of_ellipses(axis, cx, cy, half_x, half_y, tilt, taper)
+    intensity = heart  # amplitude first: the myocardium is brightest, blood darkest
+    intensity *= 1.0 - tissue
+    intensity += tissue
+    intensity += (BLOOD_ECHO - intensity) * blood
+    intensity *= intensity
+    intensity *= speckle
+    # Log compression over the dynamic range to 0..255; far below it outside the fan.
+    pixels = np.log10(intensity)
+    pixels *= np.float32(10.0 * 255.0 / dynamic_range)
+    pixels += np.where(fan, decibels * (255.0 / dynamic_range), -1e4).astype(np.float32)
+    return np.clip(pixels, 0.0, 255.0, out=pixels).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# ECG.
+
+
+def _unit(vectors):
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def _recorded_lead_vectors() -> np.ndarray:
+    """Lead vectors of the recorded channels I, II, V1-V6: [8, 3]."""
+    limb = [(np.cos(a), np.sin(a), 0.0) for a in np.deg2rad(list(LIMB_LEAD_DEG.values()))]
+    chest = [
+        gain * np.array((np.cos(np.deg2rad(a)), inferior, np.sin(np.deg2rad(a))))
+        for a, gain, inferior in CHEST_LEADS.values()
+    ]
+    return np.array(limb + chest)
+
+
+def _leads_from_recorded() -> np.ndarray:
+    """Linear map from the recorded channels to schema.ECG_LEADS: [8, 12]."""
+    recorded = (*LIMB_LEAD_DEG, *CHEST_LEADS)
+    columns = []
+    for lead in schema.ECG_LEADS:
+        column = np.zeros(len(recorded))
+        if lead in LIMB_LEADS_FROM_I_II:
+            column[:2] = LIMB_LEADS_FROM_I_II[lead]
+        else:
+            column[recorded.index(lead)] = 1.0
+        columns.append(column)
+    return np.stack(columns, axis=1)
+
+
+RECORDED_LEAD_VECTORS, LEADS_FROM_RECORDED = _recorded_lead_vectors(), _leads_from_recorded()
+P_WAVE, Q_WAVE, R_WAVE, S_WAVE, T_WAVE = (list(ECG_WAVES).index(name) for name in "PQRST")
+
+
+def _ecg_waves(patient: Patient, rng):
+    """This patient's wave offsets, widths, amplitudes [5] and unit directions [5, 3]."""
+    offsets, widths, amplitudes = (np.array([w[i] for w in ECG_WAVES.values()]) for i in range(3))
+    qrs_axis = np.deg2rad(np.clip(rng.normal(*QRS_AXIS_DEG[:2]), *QRS_AXIS_DEG[2:]))
+    r_direction = (np.cos(qrs_axis), np.sin(qrs_axis), R_POSTERIOR)
+    directions = np.array([r_direction if d is None else d for *_, d in ECG_WAVES.values()])
+    directions = _unit(directions + WAVE_DIRECTION_JITTER * rng.standard_normal(directions.shape))
+    amplitudes *= np.exp(WAVE_AMPLITUDE_JITTER * rng.standard_normal(len(amplitudes)))
+    if patient.has("atrial_fibrillation"):
+        amplitudes[P_WAVE] = 0.0
+    qrs = slice(Q_WAVE, S_WAVE + 1)
+    if patient.has("reduced_ejection_fraction"):
+        amplitudes[qrs] *= rng.uniform(*REDUCED_EF_QRS_SCALE)
+        widths[qrs] *= REDUCED_EF_QRS_WIDENING
+        if rng.random() < LBBB_PROBABILITY:
+            offsets[Q_WAVE], widths[Q_WAVE], relative = LBBB_Q
+            offsets[R_WAVE], widths[R_WAVE] = LBBB_R
+            amplitudes[Q_WAVE], amplitudes[S_WAVE] = relative * amplitudes[R_WAVE], 0.0
+            directions[Q_WAVE], directions[T_WAVE] = -directions[Q_WAVE], -directions[R_WAVE]
+    if patient.has("cardiomegaly") and rng.random() < LVH_PROBABILITY:
+        amplitudes[qrs] *= rng.uniform(*LVH_VOLTAGE)
+    return offsets, widths, amplitudes, directions
+
+
+def _fibrillation(times, rng) -> np.ndarray:
+    """AF's fibrillatory baseline: a few wandering 4-9 Hz oscillations, in mV."""
+    hertz, phases = rng.uniform(*FIBRILLATION_HZ, 3), rng.uniform(0, 2 * np.pi, (2, 3))
+    drift = FIBRILLATION_DRIFT_RAD * np.sin(
+        2 * np.pi * FIBRILLATION_DRIFT_HZ * times[:, None] + phases[0]
+    )
+    waves = np.sin(2 * np.pi * hertz * times[:, None] + phases[1] + drift)
+    return rng.uniform(*FIBRILLATION_MV) * waves.mean(axis=1) * np.sqrt(2.0)
+
+
+def _artefacts(times, channels: int, rng) -> np.ndarray:
+    """Baseline wander, mains hum and amplifier noise per recorded channel: [N, channels] mV."""
+    angles = 2 * np.pi * rng.uniform(*BASELINE_WANDER_HZ, 2) * times[:, None]
+    mixing = rng.normal(0.0, BASELINE_WANDER_MV, (4, channels))  # random amplitude and phase
+    wander = np.concatenate([np.sin(angles), np.cos(angles)], axis=1) @ mixing
+    mains_hz, mains_phase = rng.choice(MAINS_HZ), rng.uniform(0, 2 * np.pi)
+    mains_mv = rng.uniform(*MAINS_MV) * rng.uniform(0.3, 1.0, channels)
+    mains = np.sin(2 * np.pi * mains_hz * times + mains_phase)[:, None] * mains_mv
+    white = rng.uniform(*WHITE_NOISE_MV) * rng.standard_normal((len(times), channels))
+    return wander + mains + white
+
+
+def simulate_ecg(
+    patient: Patient, rate_hz: int, duration_s: float, rng: np.random.Generator, noise: bool = True
+) -> np.ndarray:
+    """12-lead ECG: float32 [round(rate_hz * duration_s), 12] in mV, schema.ECG_LEADS order.
+
+    With `noise`, adds what a filter stage must remove (baseline wander, mains hum, white noise);
+    without, returns the clean signal that the same rng gives underneath, the filter's target.
+    """
+    times = np.arange(round(rate_hz * duration_s)) / rate_hz
+    offsets, widths, amplitudes, directions = _ecg_waves(patient, rng)
+    onsets, intervals = _beats(patient, duration_s, rng)
+    qt_scale = np.where(np.arange(len(offsets)) == T_WAVE, np.sqrt(intervals)[:, None], 1.0)
+    beat_scale = 1.0 + BEAT_AMPLITUDE_JITTER * rng.standard_normal((len(onsets), 1))
+    vectors = (beat_scale * amplitudes)[..., None] * directions  # [beats, waves, 3]
+    # In float32: where float64 underflows to 0, exp is ten times slower.
+    peaks = (onsets[:, None] + offsets * qt_scale).astype(np.float32)
+    distance = (times.astype(np.float32)[:, None, None] - peaks) / widths.astype(np.float32)
+    gaussians = np.exp(-0.5 * distance**2).reshape(len(times), -1)  # [N, beats * waves]
+    dipole = gaussians @ vectors.reshape(-1, 3).astype(np.float32)  # [N, 3]
+    if patient.has("atrial_fibrillation"):
+        dipole += _fibrillation(times, rng)[:, None] * _unit(np.array(FIBRILLATION_DIRECTION))
+    recorded = dipole @ RECORDED_LEAD_VECTORS.T
+    if noise:
+        recorded += _artefacts(times, recorded.shape[1], rng)
+    return (recorded @ LEADS_FROM_RECORDED).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
 # Corpus.
 
 
-def generate(num_patients: int, seed: int = 0, image_size: int = 64, start: int = 0) -> dict:
-    """Patients start .. start + num_patients - 1 of corpus `seed`, as arrays and reports."""
+def generate(
+    num_patients: int,
+    seed: int = 0,
+    image_size: int = 64,
+    start: int = 0,
+    *,
+    frames: int = 16,
+    signal_rate_hz: int = ECG_RATE_HZ,
+    signal_seconds: float = ECG_SECONDS,
+    modalities: tuple[str, ...] | None = None,
+) -> dict:
+    """Patients start .. start + num_patients - 1 of corpus `seed`, as arrays and reports.
+
+    `modalities=None` gives the original corpus: every patient's image and report, complete.
+    Naming modalities (of schema.MODALITIES) renders those, adds a presence mask
+    `has_<modality>` [N] for each, and leaves absent entries zero (reports empty); "video"
+    adds `ejection_fraction` [N]. Video frames are image_size square, at ECHO_FPS.
+    """
+    requested = LEGACY_MODALITIES if modalities is None else tuple(modalities)
+    unknown = set(requested) - set(schema.MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modalities {sorted(unknown)}; known: {schema.MODALITIES}")
     ids = np.arange(start, start + num_patients, dtype=np.int64)
     patients = [sample_patient(seed, int(i)) for i in ids]
-    images = np.zeros((num_patients, image_size, image_size), np.uint16)
-    for row, patient in enumerate(patients):
-        rng = _stream(seed, patient.patient_id, IMAGE_STREAM)
-        images[row] = draw_radiograph(patient, image_size, rng)
-    reports = [write_report(p, _stream(seed, p.patient_id, REPORT_STREAM)) for p in patients]
-    return {
-        "patient_id": ids,
-        "image": images,
-        "report": reports,
+    samples = round(signal_rate_hz * signal_seconds)
+    renderers = {  # stream, an absent entry, renderer
+        "image": (
+            IMAGE_STREAM,
+            np.zeros((image_size, image_size), np.uint16),
+            lambda patient, rng: draw_radiograph(patient, image_size, rng),
+        ),
+        "video": (
+            ECHO_STREAM,
+            np.zeros((frames, image_size, image_size), np.uint8),
+            lambda patient, rng: draw_echo(patient, frames, image_size, rng),
+        ),
+        "signal": (
+            ECG_STREAM,
+            np.zeros((samples, len(schema.ECG_LEADS)), np.float32),
+            lambda patient, rng: simulate_ecg(patient, signal_rate_hz, signal_seconds, rng),
+        ),
+        "report": (REPORT_STREAM, "", write_report),
+    }
+    corpus, present = {"patient_id": ids}, {}
+    for modality in requested:
+        stream, absent, render = renderers[modality]
+        flag = PRESENCE_FLAGS[modality]
+        present[modality] = np.array(
+            [modalities is None or getattr(p, flag) for p in patients], bool
+        )
+        entries = [
+            render(p, _stream(seed, p.patient_id, stream)) if has else absent
+            for p, has in zip(patients, present[modality], strict=True)
+        ]
+        if modality == "report":
+            corpus[modality] = entries
+        else:
+            corpus[modality] = np.array(entries, absent.dtype).reshape(-1, *absent.shape)
+    corpus |= {
         "labels": np.array([p.findings for p in patients], np.uint8).reshape(-1, len(FINDINGS)),
         "age": np.array([p.age for p in patients], np.float32),
         "sex": np.array([p.sex == "M" for p in patients], np.uint8),
         "risk": np.array([p.risk for p in patients], np.uint8),
     }
+    if modalities is not None:
+        corpus |= {f"has_{modality}": present[modality] for modality in requested}
+    if "video" in requested:
+        corpus["ejection_fraction"] = np.array([p.ejection_fraction for p in patients], np.float32)
+    return corpus
 
 
 def window(image, center: float = 2048.0, width: float = 4096.0) -> np.ndarray:
