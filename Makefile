@@ -5,8 +5,15 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint
 
-demo: $(STAMP)
+DEMO_DATA := runs/synthmed
+
+demo: $(STAMP) $(DEMO_DATA)/manifest.json
+	$(VENV)/bin/mmjax data inspect $(DEMO_DATA)
 	$(VENV)/bin/mmjax train --config experiments/tiny_cpu.py --workdir runs/demo
+
+$(DEMO_DATA)/manifest.json: | $(STAMP)
+	$(VENV)/bin/mmjax data synthmed --patients 9000 --eval-patients 512 --image-size 32 \
+		--frames 8 --out $(DEMO_DATA)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests

@@ -6,6 +6,7 @@ from mmjax.config import Config
 def get_config() -> Config:
     cfg = Config(name="smoke_cpu")
     cfg.data.max_text_len = 96
+    cfg.data.augment = False  # a 300-step run learns faster without it
     cfg.model.image.patch_size = 8
     cfg.model.image.width = 48
     cfg.model.image.depth = 1

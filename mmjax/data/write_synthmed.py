@@ -2,7 +2,8 @@
 
 Patients are generated in chunks across worker processes (each patient depends only
 on (seed, index), so chunks are independent) and written in patient order; the last
-`eval_patients` patients form the held-out split.
+`eval_patients` patients form the held-out split. Workers are spawned, so a script
+calling this with workers > 1 needs an `if __name__ == "__main__":` guard.
 """
 
 import multiprocessing
