@@ -38,6 +38,22 @@ class DataConfig:
     workers: int = 0  # input worker processes; 0 = threads in the training process
 
 
+# Transformer sizes; base is ViT-B/16's and BERT-base's.
+SIZES = {
+    "tiny": {"width": 192, "depth": 12, "num_heads": 3, "mlp_dim": 768},
+    "small": {"width": 384, "depth": 12, "num_heads": 6, "mlp_dim": 1536},
+    "base": {"width": 768, "depth": 12, "num_heads": 12, "mlp_dim": 3072},
+    "large": {"width": 1024, "depth": 24, "num_heads": 16, "mlp_dim": 4096},
+}
+
+
+def sized(cls, size: str, **fields):
+    """An encoder config of a preset size, e.g. sized(ViTConfig, "base", patch_size=16)."""
+    if size not in SIZES:
+        raise ConfigError(f"unknown size '{size}'; choose from {', '.join(SIZES)}")
+    return cls(**{**SIZES[size], **fields})
+
+
 @dataclasses.dataclass
 class ViTConfig:
     patch_size: int = 8
@@ -45,7 +61,8 @@ class ViTConfig:
     depth: int = 2
     num_heads: int = 4
     mlp_dim: int = 256
-    pool: str = "cls"  # cls | mean
+    pool: str = "cls"  # cls | mean | map (attention pooling)
+    positions: str = "learned"  # learned | sincos
 
 
 @dataclasses.dataclass
@@ -55,15 +72,62 @@ class TextConfig:
     num_heads: int = 4
     mlp_dim: int = 256
     pool: str = "mean"  # cls | mean
+    causal: bool = False
+    # BERT compatibility (see mmjax/nn/pretrained.py): post-norm blocks, exact GELU,
+    # a LayerNorm after the embeddings, token types and a 512-row position table.
+    norm: str = "pre"  # pre | post
+    layer_norm_eps: float = 1e-6
+    exact_gelu: bool = False
+    embed_norm: bool = False
+    type_vocab_size: int = 0
+    max_positions: int = 0  # 0 = data.max_text_len
+
+
+@dataclasses.dataclass
+class VideoConfig:
+    tubelet_frames: int = 2
+    patch_size: int = 8
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_dim: int = 256
+    attention: str = "joint"  # joint (space-time) | factorised (spatial, then temporal)
+    pool: str = "mean"
+
+
+@dataclasses.dataclass
+class SignalConfig:
+    patch_size: int = 25  # samples per patch, e.g. 0.25 s at 100 Hz
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_dim: int = 256
+    pool: str = "mean"
+
+
+@dataclasses.dataclass
+class FusionConfig:
+    kind: str = "late"  # late | early | hybrid
+    width: int = 64  # tokens of every modality are projected to this width
+    depth: int = 2  # early: joint layers; hybrid: cross-attention layers
+    num_heads: int = 4
+    mlp_dim: int = 256
 
 
 @dataclasses.dataclass
 class ModelConfig:
     image: ViTConfig = dataclasses.field(default_factory=ViTConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    video: VideoConfig = dataclasses.field(default_factory=VideoConfig)
+    signal: SignalConfig = dataclasses.field(default_factory=SignalConfig)
+    fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
     embed_dim: int = 64
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0  # CLIP clips exp(logit_scale) here
+    init_bias: float = -10.0  # sigmoid loss bias (SigLIP)
+    dtype: str = "float32"  # compute dtype; bfloat16 on accelerators
+    param_dtype: str = "float32"
+    remat: bool = False  # recompute block activations in the backward pass
 
 
 @dataclasses.dataclass

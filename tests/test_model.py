@@ -1,28 +1,32 @@
+import dataclasses
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.config import ModelConfig
+from mmjax.config import ModelConfig, SignalConfig, TextConfig, VideoConfig, ViTConfig
 from mmjax.nn.attention import MultiHeadAttention
-from mmjax.nn.model import TwoTower
+from mmjax.nn.model import MultimodalModel
+
+B, SIZE, FRAMES, SAMPLES, LENGTH, VOCAB, LABELS = 3, 16, 4, 100, 12, 50, 5
+SMALL = {"width": 32, "depth": 1, "num_heads": 4, "mlp_dim": 64}
 
 
-def _numpy_attention(params, x, context, key_mask, num_heads):
+def _numpy_attention(params, x, context, key_mask):
     """Q = XW_Q, K = CW_K, V = CW_V, A = softmax(QK^T / sqrt(d_k)), O = AV W_O."""
-    def proj(name, inputs):
-        return np.einsum("bld,dhk->bhlk", inputs, params[name]["kernel"]) + \
-            params[name]["bias"][None, :, None, :]
+    def project(name, inputs):
+        p = params[name]
+        return np.einsum("bld,dhk->bhlk", inputs, p["kernel"]) + p["bias"][None, :, None, :]
 
-    q, k, v = proj("query", x), proj("key", context), proj("value", context)
+    q, k, v = project("query", x), project("key", context), project("value", context)
     scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
     scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     heads = weights @ v  # [B, H, Lq, dk]
-    out = np.einsum("bhlk,hkd->bld", heads, params["out"]["kernel"]) + params["out"]["bias"]
-    assert num_heads == q.shape[1]
-    return out
+    return np.einsum("bhlk,hkd->bld", heads, params["out"]["kernel"]) + params["out"]["bias"]
 
 
 def test_cross_attention_matches_the_textbook_formulas():
@@ -32,42 +36,131 @@ def test_cross_attention_matches_the_textbook_formulas():
     key_mask = np.ones((2, 7), bool)
     key_mask[1, 4:] = False
     module = MultiHeadAttention(num_heads=4)
-    params = module.init(jax.random.key(0), x, context, key_mask)["params"]
+    params = nn.meta.unbox(module.init(jax.random.key(0), x, context, key_mask)["params"])
     got = module.apply({"params": params}, x, context, key_mask)
-    want = _numpy_attention(jax.tree.map(np.asarray, params), x, context, key_mask, 4)
+    want = _numpy_attention(jax.tree.map(np.asarray, params), x, context, key_mask)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def two_tower():
-    cfg = ModelConfig()
-    cfg.image.width = cfg.text.width = 32
-    cfg.image.patch_size = 4
-    model = TwoTower(cfg, vocab_size=50)
-    images = jnp.asarray(np.random.default_rng(0).random((3, 16, 16, 1)), jnp.float32)
-    ids = jnp.asarray(np.random.default_rng(1).integers(5, 50, (3, 12)), jnp.int32)
-    mask = jnp.ones((3, 12), bool).at[:, 8:].set(False)
-    params = model.init(jax.random.key(0), images, ids, mask)["params"]
-    return model, params, images, ids, mask
+def _config(fusion="late", video_attention="joint", image_pool="cls"):
+    return ModelConfig(
+        image=ViTConfig(patch_size=4, pool=image_pool, **SMALL),
+        text=TextConfig(**SMALL),
+        video=VideoConfig(tubelet_frames=2, patch_size=8, attention=video_attention, **SMALL),
+        signal=SignalConfig(patch_size=25, **SMALL),
+        fusion=dataclasses.replace(ModelConfig().fusion, kind=fusion, width=32, depth=1),
+        embed_dim=16,
+    )
 
 
-def test_embeddings_are_unit_norm_in_the_shared_space(two_tower):
-    model, params, images, ids, mask = two_tower
-    image_emb, text_emb, scale = model.apply({"params": params}, images, ids, mask)
-    assert image_emb.shape == text_emb.shape == (3, model.config.embed_dim)
-    np.testing.assert_allclose(jnp.linalg.norm(image_emb, axis=-1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(scale, 1 / model.config.init_temperature, rtol=1e-5)
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((B, LENGTH), bool)
+    mask[:, 8:] = False
+    return {
+        "image": jnp.asarray(rng.normal(size=(B, SIZE, SIZE, 1)), jnp.float32),
+        "video": jnp.asarray(rng.normal(size=(B, FRAMES, SIZE, SIZE, 1)), jnp.float32),
+        "signal": jnp.asarray(rng.normal(size=(B, SAMPLES, 12)), jnp.float32),
+        "signal_leads": jnp.ones((B, 12), bool),
+        "text": jnp.asarray(rng.integers(5, VOCAB, (B, LENGTH)), jnp.int32),
+        "text_mask": jnp.asarray(mask),
+        **{f"has_{m}": jnp.ones(B, bool) for m in ("image", "video", "signal", "report")},
+    }
 
 
-def test_padding_tokens_do_not_change_the_text_embedding(two_tower):
-    model, params, _, ids, mask = two_tower
-    other_padding = ids.at[:, 8:].set(7)
-    a = model.apply({"params": params}, ids, mask, method=model.embed_text)
-    b = model.apply({"params": params}, other_padding, mask, method=model.embed_text)
+MODALITIES = ("image", "video", "signal", "report")
+
+
+def _init(cfg, modalities=MODALITIES):
+    """The model, its boxed variables, and a jitted apply (eager dispatch is slow)."""
+    model = MultimodalModel(cfg, VOCAB, modalities, LABELS)
+    variables = jax.jit(model.init)(jax.random.key(0), _batch())
+    params = nn.meta.unbox(variables["params"])
+    apply = jax.jit(lambda batch: model.apply({"params": params}, batch))
+    return model, variables, apply
+
+
+@pytest.mark.parametrize("fusion,video_attention,image_pool", [
+    ("late", "joint", "cls"), ("early", "factorised", "map"), ("hybrid", "joint", "mean")])
+def test_every_encoder_fusion_and_head_has_the_right_shapes(fusion, video_attention, image_pool):
+    cfg = _config(fusion, video_attention, image_pool)
+    _, _, apply = _init(cfg)
+    out = apply(_batch())
+    for modality in MODALITIES:
+        assert out["embeddings"][modality].shape == (B, cfg.embed_dim)
+        np.testing.assert_allclose(jnp.linalg.norm(out["embeddings"][modality], axis=-1), 1,
+                                   atol=1e-5)
+    fused_width = cfg.embed_dim if fusion == "late" else cfg.fusion.width
+    assert out["fused"].shape == (B, fused_width)
+    assert out["diagnosis"].shape == (B, LABELS) and out["risk"].shape == (B,)
+    assert out["matching"].shape == (B, 2) and out["mlm"].shape == (B, LENGTH, VOCAB)
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(out))
+
+
+def test_every_parameter_has_logical_axis_names():
+    _, variables, _ = _init(_config("hybrid"))
+    unnamed = [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(
+            variables["params"], is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
+        if not isinstance(leaf, nn.Partitioned) and np.ndim(leaf) >= 2
+    ]
+    assert not unnamed, unnamed
+
+
+def test_padding_tokens_do_not_change_the_text_embedding():
+    _, _, apply = _init(_config(), ("image", "report"))
+    batch = _batch()
+    other = dict(batch, text=batch["text"].at[:, 8:].set(7))
+    a, b = apply(batch)["embeddings"]["report"], apply(other)["embeddings"]["report"]
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_params_carry_no_weak_types(two_tower):
+@pytest.mark.parametrize("fusion", ["late", "early", "hybrid"])
+def test_a_missing_modality_does_not_leak_into_the_result(fusion):
+    _, _, apply = _init(_config(fusion))
+    batch = dict(_batch(), has_video=jnp.array([True, False, True]))
+    garbage = dict(batch, video=batch["video"] * 100 + 5)
+    a, b = apply(batch), apply(garbage)
+    np.testing.assert_allclose(a["fused"][1], b["fused"][1], atol=1e-5)
+    assert not np.allclose(a["fused"][0], b["fused"][0], atol=1e-3)  # present: it matters
+    for modality in ("image", "signal", "report"):
+        np.testing.assert_array_equal(a["embeddings"][modality], b["embeddings"][modality])
+
+
+def test_under_hybrid_fusion_the_image_changes_the_text_side():
+    _, _, apply = _init(_config("hybrid"), ("image", "report"))
+    batch = _batch()
+    other = dict(batch, image=-batch["image"])
+    a, b = apply(batch), apply(other)
+    np.testing.assert_array_equal(a["embeddings"]["report"], b["embeddings"]["report"])
+    assert not np.allclose(a["fused"], b["fused"], atol=1e-4)
+
+
+def test_remat_changes_memory_not_results():
+    cfg = _config("early")
+    model, variables, _ = _init(cfg, ("image", "report"))
+    params = nn.meta.unbox(variables["params"])
+    remat_model = MultimodalModel(dataclasses.replace(cfg, remat=True), VOCAB,
+                                  ("image", "report"), LABELS)
+
+    def loss(model):
+        return lambda p: model.apply({"params": p}, _batch())["fused"].sum()
+
+    grads = [jax.jit(jax.grad(loss(m)))(params) for m in (model, remat_model)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_embeddings():
+    cfg = dataclasses.replace(_config(), dtype="bfloat16")
+    _, variables, apply = _init(cfg)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
+    out = apply(_batch())
+    assert out["embeddings"]["image"].dtype == jnp.float32
+
+
+def test_params_carry_no_weak_types():
     """A weak-typed parameter makes the train step compile more than once."""
-    _, params, *_ = two_tower
-    assert not any(leaf.weak_type for leaf in jax.tree.leaves(params))
+    _, variables, _ = _init(_config())
+    assert not any(leaf.weak_type for leaf in jax.tree.leaves(nn.meta.unbox(variables["params"])))

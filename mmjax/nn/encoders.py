@@ -1,55 +1,160 @@
-"""Modality encoders: each maps raw inputs to a token sequence and a pooled vector."""
+"""Modality encoders. Each returns (pooled [B, D], tokens [B, L, D], token mask [B, L])."""
 
+import einops
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.config import TextConfig, ViTConfig
+from mmjax.config import SignalConfig, TextConfig, VideoConfig, ViTConfig
+from mmjax.nn.attention import MultiHeadAttention
 from mmjax.nn.embed import PatchEmbed, PositionEmbed
-from mmjax.nn.transformer import Transformer
+from mmjax.nn.layers import constrain, kernel_init, layer_norm
+from mmjax.nn.transformer import BlockOptions, Transformer
 
 
 def pool_tokens(tokens, mask, how: str):
-    """'cls' takes the first token; 'mean' averages tokens where mask is True."""
+    """'cls' takes the first token; 'mean' averages the tokens where mask is True."""
     if how == "cls":
         return tokens[:, 0]
     if how == "mean":
         weights = mask[..., None].astype(tokens.dtype)
         return (tokens * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
-    raise ValueError(f"unknown pooling '{how}' (expected 'cls' or 'mean')")
+    raise ValueError(f"unknown pooling '{how}' (expected 'cls', 'mean' or 'map')")
 
 
-class ViTEncoder(nn.Module):
-    """Vision transformer over [B, H, W, C] images with values in [0, 1]."""
+class MapPool(nn.Module):
+    """Multihead attention pooling: a learned probe attends over the tokens."""
+
+    num_heads: int
+    options: BlockOptions
+
+    @nn.compact
+    def __call__(self, tokens, mask):
+        probe = self.param("probe", kernel_init(None, None, "embed",
+                                                init=nn.initializers.normal(0.02)),
+                           (1, 1, tokens.shape[-1]), jnp.float32)
+        probe = jnp.broadcast_to(probe, (tokens.shape[0], 1, tokens.shape[-1])).astype(
+            tokens.dtype)
+        o = self.options
+        pooled = MultiHeadAttention(self.num_heads, o.dtype, o.param_dtype, name="attn")(
+            probe, tokens, mask)
+        return pooled[:, 0]
+
+
+class _TokenEncoder(nn.Module):
+    """Shared tail: optional CLS token, positions, transformer, pooling."""
+
+    def encode(self, x, mask, cfg, options: BlockOptions, positions="learned", max_positions=0,
+               causal=False):
+        if cfg.pool == "cls":
+            cls = self.param("cls", kernel_init(None, None, "embed", init=nn.initializers.zeros),
+                             (1, 1, x.shape[-1]), jnp.float32)
+            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(
+                x.dtype), x], axis=1)
+            mask = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), mask], axis=1)
+        x = PositionEmbed(positions, max_positions, name="pos_embed")(x)
+        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, options, name="transformer")(
+            x, key_mask=mask, causal=causal)
+        x = constrain(x, "batch", "length", "embed")
+        if cfg.pool == "map":
+            return MapPool(cfg.num_heads, options, name="map")(x, mask), x, mask
+        return pool_tokens(x, mask, cfg.pool), x, mask
+
+
+class ViTEncoder(_TokenEncoder):
+    """Vision transformer over [B, H, W, C] images (any channel count)."""
 
     config: ViTConfig
-    dtype: jnp.dtype = jnp.float32
+    options: BlockOptions = BlockOptions()
 
     @nn.compact
     def __call__(self, images):
-        cfg = self.config
-        x = PatchEmbed(cfg.patch_size, cfg.width, self.dtype, name="patch_embed")(images)
-        if cfg.pool == "cls":
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, cfg.width), jnp.float32)
-            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, cfg.width)), x], axis=1)
-        x = PositionEmbed(name="pos_embed")(x)
-        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, self.dtype, name="transformer")(x)
-        mask = jnp.ones(x.shape[:2], bool)
-        return pool_tokens(x, mask, cfg.pool), x
+        cfg, o = self.config, self.options
+        patch = (cfg.patch_size, cfg.patch_size)
+        x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, name="patch_embed")(images)
+        return self.encode(x, jnp.ones(x.shape[:2], bool), cfg, o, cfg.positions)
 
 
-class TextEncoder(nn.Module):
-    """Bidirectional transformer over token ids; padding (mask False) is never attended."""
+class TextEncoder(_TokenEncoder):
+    """Transformer over token ids; padding (mask False) is never attended to.
+
+    `causal` makes it a left-to-right decoder-style encoder; BERT options (post-norm,
+    embedding LayerNorm, token types) let pretrained BERT-family weights load.
+    """
 
     config: TextConfig
     vocab_size: int
-    dtype: jnp.dtype = jnp.float32
+    options: BlockOptions = BlockOptions()
 
-    @nn.compact
+    def setup(self):
+        cfg, o = self.config, self.options
+        self.token_embed = nn.Embed(
+            self.vocab_size, cfg.width, dtype=o.dtype, param_dtype=o.param_dtype,
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                        ("vocab", "embed")),
+        )
+        self.pos_embed = PositionEmbed("learned", cfg.max_positions)
+        if cfg.type_vocab_size:
+            self.type_embed = nn.Embed(cfg.type_vocab_size, cfg.width, dtype=o.dtype,
+                                       param_dtype=o.param_dtype)
+        if cfg.embed_norm:
+            self.embed_ln = layer_norm(o.dtype, o.param_dtype, "embed_ln", cfg.layer_norm_eps)
+        self.transformer = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, o)
+
     def __call__(self, token_ids, mask):
         cfg = self.config
-        x = nn.Embed(self.vocab_size, cfg.width, dtype=self.dtype, name="token_embed")(token_ids)
-        x = PositionEmbed(name="pos_embed")(x)
-        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, self.dtype, name="transformer")(
-            x, key_mask=mask
-        )
-        return pool_tokens(x, mask, cfg.pool), x
+        x = self.pos_embed(self.token_embed(token_ids))
+        if cfg.type_vocab_size:
+            x = x + self.type_embed(jnp.zeros_like(token_ids))
+        if cfg.embed_norm:
+            x = self.embed_ln(x)
+        x = self.transformer(x, key_mask=mask, causal=cfg.causal)
+        x = constrain(x, "batch", "length", "embed")
+        return pool_tokens(x, mask, cfg.pool), x, mask
+
+    def logits(self, tokens):
+        """Vocabulary logits from tokens, with the embedding matrix tied (MLM, decoding)."""
+        return self.token_embed.attend(tokens)
+
+
+class VideoEncoder(_TokenEncoder):
+    """Tubelets of [B, T, H, W, C] clips; joint space-time or factorised attention."""
+
+    config: VideoConfig
+    options: BlockOptions = BlockOptions()
+
+    @nn.compact
+    def __call__(self, video):
+        cfg, o = self.config, self.options
+        patch = (cfg.tubelet_frames, cfg.patch_size, cfg.patch_size)
+        x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, name="tubelet_embed")(video)
+        if cfg.attention == "joint":
+            return self.encode(x, jnp.ones(x.shape[:2], bool), cfg, o)
+        if cfg.attention != "factorised":
+            raise ValueError(f"unknown video attention '{cfg.attention}'")
+        batch, times = video.shape[0], video.shape[1] // cfg.tubelet_frames
+        # Spatial attention within each time step, then temporal attention per position.
+        x = einops.rearrange(x, "b (t s) d -> (b t) s d", t=times)
+        x = PositionEmbed(name="space_pos")(x)
+        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, o, name="spatial")(x)
+        x = einops.rearrange(x, "(b t) s d -> (b s) t d", b=batch)
+        x = PositionEmbed(name="time_pos")(x)
+        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, o, name="temporal")(x)
+        x = einops.rearrange(x, "(b s) t d -> b (t s) d", b=batch)
+        mask = jnp.ones(x.shape[:2], bool)
+        return pool_tokens(x, mask, cfg.pool), x, mask
+
+
+class SignalEncoder(_TokenEncoder):
+    """1-D patches over multi-lead signals [B, N, leads]; unrecorded leads are zeroed."""
+
+    config: SignalConfig
+    options: BlockOptions = BlockOptions()
+
+    @nn.compact
+    def __call__(self, signal, leads=None):
+        cfg, o = self.config, self.options
+        if leads is not None:
+            signal = signal * leads[:, None, :].astype(signal.dtype)
+        x = PatchEmbed((cfg.patch_size,), cfg.width, o.dtype, o.param_dtype,
+                       name="patch_embed")(signal)
+        return self.encode(x, jnp.ones(x.shape[:2], bool), cfg, o)

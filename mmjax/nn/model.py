@@ -1,46 +1,140 @@
-"""Two-tower image-text model: separate encoders projected into one shared space."""
+"""The multimodal model: an encoder per modality, projections to a shared space,
+fusion and task heads on one backbone."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.config import ModelConfig
-from mmjax.nn.encoders import TextEncoder, ViTEncoder
+from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
+from mmjax.nn.fusion import Fusion
+from mmjax.nn.heads import ClassifierHead, MlmHead
+from mmjax.nn.layers import dense
+from mmjax.nn.transformer import BlockOptions
+
+MODALITIES = ("image", "video", "signal", "report")
 
 
 def l2_normalize(x, eps: float = 1e-6):
     return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-class TwoTower(nn.Module):
-    """CLIP-style towers. Returns unit-norm embeddings and the learned logit scale."""
+def _constant(value: float):
+    """A float32 array initialiser: a Python-float init is weak-typed and recompiles."""
+    return lambda _: jnp.asarray(value, jnp.float32)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders for `modalities`, contrastive projections, fusion, heads.
+
+    Calling it on a batch returns a dict with unit-norm `embeddings` per modality,
+    the contrastive `scale` and `bias`, the `fused` vector and head logits.
+    """
 
     config: ModelConfig
     vocab_size: int
-    dtype: jnp.dtype = jnp.float32
+    modalities: tuple[str, ...] = ("image", "report")
+    num_labels: int = 0
 
     def setup(self):
         cfg = self.config
-        self.image_encoder = ViTEncoder(cfg.image, self.dtype)
-        self.text_encoder = TextEncoder(cfg.text, self.vocab_size, self.dtype)
-        self.image_proj = nn.Dense(cfg.embed_dim, use_bias=False, dtype=self.dtype)
-        self.text_proj = nn.Dense(cfg.embed_dim, use_bias=False, dtype=self.dtype)
-        # A float32 array initialiser: a Python-float init would be weak-typed and recompile.
-        init_scale = jnp.asarray(math.log(1.0 / cfg.init_temperature), jnp.float32)
-        self.logit_scale = self.param("logit_scale", lambda _: init_scale)
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        options = BlockOptions(remat=cfg.remat, dtype=dtype, param_dtype=param_dtype)
+        text_options = dataclasses.replace(
+            options, norm=cfg.text.norm, eps=cfg.text.layer_norm_eps,
+            exact_gelu=cfg.text.exact_gelu)
+        builders = {
+            "image": lambda: ViTEncoder(cfg.image, options),
+            "video": lambda: VideoEncoder(cfg.video, options),
+            "signal": lambda: SignalEncoder(cfg.signal, options),
+            "report": lambda: TextEncoder(cfg.text, self.vocab_size, text_options),
+        }
+        self.encoders = {m: builders[m]() for m in self.modalities}
+        self.projections = {
+            m: dense(cfg.embed_dim, "embed", "embed", dtype, param_dtype, f"proj_{m}",
+                     use_bias=False)
+            for m in self.modalities
+        }
+        self.logit_scale = self.param("logit_scale",
+                                      _constant(math.log(1.0 / cfg.init_temperature)))
+        self.logit_bias = self.param("logit_bias", _constant(cfg.init_bias))
+        self.fusion = Fusion(cfg.fusion, tuple(self.modalities), options)
+        if self.num_labels:
+            self.diagnosis = ClassifierHead(self.num_labels, dtype, param_dtype)
+        self.risk = ClassifierHead(1, dtype, param_dtype)
+        self.matching = ClassifierHead(2, dtype, param_dtype)
+        self.mlm = MlmHead(dtype, param_dtype)
+
+    # ---- Encoding.
+
+    def encode(self, modality: str, batch: dict):
+        """(pooled, tokens, token mask) of one modality of the batch."""
+        encoder = self.encoders[modality]
+        if modality == "image":
+            return encoder(batch["image"])
+        if modality == "video":
+            return encoder(batch["video"])
+        if modality == "signal":
+            return encoder(batch["signal"], batch.get("signal_leads"))
+        return encoder(batch["text"], batch["text_mask"])
+
+    def embed(self, modality: str, pooled):
+        return l2_normalize(self.projections[modality](pooled).astype(jnp.float32))
 
     def embed_image(self, images):
-        pooled, _ = self.image_encoder(images)
-        return l2_normalize(self.image_proj(pooled).astype(jnp.float32))
+        pooled, _, _ = self.encode("image", {"image": images})
+        return self.embed("image", pooled)
 
     def embed_text(self, token_ids, mask):
-        pooled, _ = self.text_encoder(token_ids, mask)
-        return l2_normalize(self.text_proj(pooled).astype(jnp.float32))
+        pooled, _, _ = self.encode("report", {"text": token_ids, "text_mask": mask})
+        return self.embed("report", pooled)
 
     def scale(self):
         """exp(logit_scale) clipped like CLIP, so the temperature cannot collapse."""
         return jnp.minimum(jnp.exp(self.logit_scale), self.config.max_logit_scale)
 
-    def __call__(self, images, token_ids, mask):
-        return self.embed_image(images), self.embed_text(token_ids, mask), self.scale()
+    def mlm_logits(self, text_tokens):
+        """Vocabulary logits of text tokens, tied to the input embeddings."""
+        return self.encoders["report"].logits(self.mlm(text_tokens)).astype(jnp.float32)
+
+    # ---- Whole batches.
+
+    def _encode_all(self, batch: dict):
+        encoded = {m: self.encode(m, batch) for m in self.modalities}
+        embeddings = {m: self.embed(m, encoded[m][0]) for m in self.modalities}
+        present = {m: batch.get(f"has_{m}", jnp.ones(embeddings[m].shape[0], bool))
+                   for m in self.modalities}
+        return encoded, embeddings, present
+
+    def contrastive(self, batch: dict):
+        """Only what contrastive training needs: embeddings, presence, scale and bias.
+
+        Initialising through this method creates only the encoders and projections.
+        """
+        _, embeddings, present = self._encode_all(batch)
+        return {"embeddings": embeddings, "present": present, "scale": self.scale(),
+                "bias": self.logit_bias}
+
+    def __call__(self, batch: dict):
+        """Everything: embeddings, the fused vector and every head's logits."""
+        encoded, embeddings, present = self._encode_all(batch)
+        fused = self.fusion(encoded, embeddings, present)
+        outputs = {
+            "embeddings": embeddings,
+            "present": present,
+            "scale": self.scale(),
+            "bias": self.logit_bias,
+            "fused": fused,
+            "risk": self.risk(fused)[:, 0],
+            "matching": self.matching(fused),
+        }
+        if self.num_labels:
+            outputs["diagnosis"] = self.diagnosis(fused)
+        if "report" in self.modalities:
+            outputs["mlm"] = self.mlm_logits(encoded["report"][1])
+        return outputs

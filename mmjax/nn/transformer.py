@@ -1,50 +1,88 @@
-"""Pre-LayerNorm transformer blocks shared by every encoder."""
+"""Transformer blocks shared by every encoder, fusion layer and decoder.
+
+Pre-LayerNorm by default (stable to train from scratch); post-LayerNorm for BERT-family
+weights. Blocks can be rematerialised to trade compute for activation memory.
+"""
+
+import dataclasses
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.nn.attention import MultiHeadAttention
+from mmjax.nn.layers import constrain, dense, layer_norm
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+    """How blocks are built; shared by all blocks of a stack."""
+
+    norm: str = "pre"  # pre | post
+    eps: float = 1e-6
+    exact_gelu: bool = False  # BERT uses the erf form; ViT/CLIP the tanh approximation
+    remat: bool = False
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
 
 class MlpBlock(nn.Module):
     mlp_dim: int
-    dtype: jnp.dtype = jnp.float32
+    options: BlockOptions
 
     @nn.compact
     def __call__(self, x):
-        width = x.shape[-1]
-        x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(x)
-        x = nn.gelu(x)
-        return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
+        o = self.options
+        y = dense(self.mlp_dim, "embed", "mlp", o.dtype, o.param_dtype, "fc1")(x)
+        y = constrain(nn.gelu(y, approximate=not o.exact_gelu), "batch", "length", "mlp")
+        return dense(x.shape[-1], "mlp", "embed", o.dtype, o.param_dtype, "fc2")(y)
 
 
 class EncoderBlock(nn.Module):
+    """Self-attention (optionally causal), optional cross-attention to `context`, MLP."""
+
     num_heads: int
     mlp_dim: int
-    dtype: jnp.dtype = jnp.float32
+    options: BlockOptions
+    cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask=None, causal: bool = False):
-        y = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x)
-        x = x + MultiHeadAttention(self.num_heads, self.dtype, name="attn")(
-            y, key_mask=key_mask, causal=causal
-        )
-        y = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
-        return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
+    def __call__(self, x, key_mask=None, context=None, context_mask=None, causal=False):
+        o = self.options
+        attend = MultiHeadAttention(self.num_heads, o.dtype, o.param_dtype, name="attn")
+        x = self._residual(x, lambda y: attend(y, key_mask=key_mask, causal=causal), "ln_attn")
+        if self.cross_attention:
+            cross = MultiHeadAttention(self.num_heads, o.dtype, o.param_dtype, name="cross")
+            x = self._residual(x, lambda y: cross(y, context, context_mask), "ln_cross")
+        mlp = MlpBlock(self.mlp_dim, o, name="mlp")
+        return self._residual(x, mlp, "ln_mlp")
+
+    def _residual(self, x, sublayer, norm_name):
+        o = self.options
+        norm = layer_norm(o.dtype, o.param_dtype, norm_name, o.eps)
+        if o.norm == "pre":
+            return x + sublayer(norm(x))
+        if o.norm == "post":
+            return norm(x + sublayer(x))
+        raise ValueError(f"unknown norm position '{o.norm}' (expected 'pre' or 'post')")
 
 
 class Transformer(nn.Module):
-    """A stack of encoder blocks followed by a final LayerNorm."""
+    """A stack of blocks; pre-norm stacks end with a final LayerNorm."""
 
     depth: int
     num_heads: int
     mlp_dim: int
-    dtype: jnp.dtype = jnp.float32
+    options: BlockOptions = BlockOptions()
+    cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask=None, causal: bool = False):
+    def __call__(self, x, key_mask=None, context=None, context_mask=None, causal=False):
+        block = nn.remat(EncoderBlock, static_argnums=(5,)) if self.options.remat \
+            else EncoderBlock
         for i in range(self.depth):
-            x = EncoderBlock(self.num_heads, self.mlp_dim, self.dtype, name=f"block_{i}")(
-                x, key_mask, causal
-            )
-        return nn.LayerNorm(dtype=self.dtype, name="ln_final")(x)
+            x = block(self.num_heads, self.mlp_dim, self.options, self.cross_attention,
+                      name=f"block_{i}")(x, key_mask, context, context_mask, causal)
+        if self.options.norm == "pre":
+            o = self.options
+            x = layer_norm(o.dtype, o.param_dtype, "ln_final", o.eps)(x)
+        return x

@@ -12,7 +12,7 @@ from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.eval.embed import embed_pairs
 from mmjax.eval.retrieval import retrieval_metrics
-from mmjax.nn.model import TwoTower
+from mmjax.nn.model import MultimodalModel
 from mmjax.parallel.mesh import batch_sharding, check_divisible, make_mesh, replicated
 from mmjax.train import state as state_lib
 from mmjax.train.checkpoint import Checkpointer
@@ -79,14 +79,14 @@ def train(
         return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)
 
     # ---- Model and optimizer.
-    model = TwoTower(cfg.model, vocab_size=tokenizer.get_vocab_size())
+    model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), ("image", "report"))
     num_steps = cfg.train.num_steps
     schedule = learning_rate_schedule(cfg.optim, num_steps)
     tx = make_optimizer(cfg.optim, num_steps)
 
     # ---- Shard: initialise directly into replicated placement.
     def init(rng, batch):
-        return state_lib.create(model, tx, rng, batch)
+        return state_lib.create(model, tx, rng, batch, method=model.contrastive)
 
     first_batch = to_global(batches[0])
     state = jax.jit(init, out_shardings=replicated(mesh))(

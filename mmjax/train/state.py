@@ -1,5 +1,6 @@
 """Everything a training run carries from one step to the next."""
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,9 @@ class TrainState:
     opt_state: optax.OptState
 
 
-def create(model, tx: optax.GradientTransformation, rng: jax.Array, example_batch) -> TrainState:
-    params = model.init(rng, example_batch["image"], example_batch["text"],
-                        example_batch["text_mask"])["params"]
+def create(model, tx: optax.GradientTransformation, rng: jax.Array, example_batch,
+           method=None) -> TrainState:
+    """Initialises the parameters `method` uses (default: all), without axis metadata."""
+    variables = model.init(rng, example_batch, method=method)
+    params = nn.meta.unbox(variables["params"])
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))

@@ -15,11 +15,11 @@ from mmjax.train.state import TrainState
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh):
     def loss_fn(params, batch):
-        image_emb, text_emb, scale = model.apply(
-            {"params": params}, batch["image"], batch["text"], batch["text_mask"]
-        )
-        valid = batch["has_image"] & batch["has_report"]
-        return softmax_infonce(image_emb, text_emb, scale, valid), scale
+        out = model.apply({"params": params}, batch, method=model.contrastive)
+        embeddings, present = out["embeddings"], out["present"]
+        valid = present["image"] & present["report"]
+        loss = softmax_infonce(embeddings["image"], embeddings["report"], out["scale"], valid)
+        return loss, out["scale"]
 
     def train_step(state: TrainState, batch):
         (loss, scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
