@@ -115,12 +115,23 @@ class FusionConfig:
 
 
 @dataclasses.dataclass
+class DecoderConfig:
+    """The MAE decoders (at `width`) and the report decoder (at the text width)."""
+
+    width: int = 64
+    depth: int = 1
+    num_heads: int = 4
+    mlp_dim: int = 256
+
+
+@dataclasses.dataclass
 class ModelConfig:
     image: ViTConfig = dataclasses.field(default_factory=ViTConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     video: VideoConfig = dataclasses.field(default_factory=VideoConfig)
     signal: SignalConfig = dataclasses.field(default_factory=SignalConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
     embed_dim: int = 64
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0  # CLIP clips exp(logit_scale) here

@@ -164,3 +164,63 @@ def test_params_carry_no_weak_types():
     """A weak-typed parameter makes the train step compile more than once."""
     _, variables, _ = _init(_config())
     assert not any(leaf.weak_type for leaf in jax.tree.leaves(nn.meta.unbox(variables["params"])))
+
+
+@pytest.mark.parametrize("modality,num_patches", [("image", 16), ("video", 8), ("signal", 4)])
+def test_mae_sees_only_the_visible_patches(modality, num_patches):
+    cfg = _config()
+    model = MultimodalModel(cfg, VOCAB, MODALITIES, LABELS)
+    keep = jnp.tile(jnp.arange(0, num_patches, 2)[None], (B, 1))  # every other patch visible
+    batch = _batch()
+    variables = jax.jit(lambda rng: model.init(rng, modality, batch, keep, method=model.mae))(
+        jax.random.key(0))
+
+    @jax.jit
+    def mae(batch):
+        return model.apply(variables, modality, batch, keep, method=model.mae)
+
+    predictions, targets = mae(batch)
+    assert predictions.shape == targets.shape and targets.shape[1] == num_patches
+    # Overwrite the hidden patches: nothing the model outputs may change.
+    hidden = np.ones(targets.shape[1], bool)
+    hidden[::2] = False
+    noise = jnp.asarray(np.random.default_rng(1).normal(size=batch[modality].shape), jnp.float32)
+    changed = _with_patches_replaced(batch, modality, cfg, hidden, noise)
+    np.testing.assert_allclose(mae(changed)[0], predictions, atol=1e-5)
+    assert not np.allclose(mae(changed)[1], targets)
+    visible_changed = _with_patches_replaced(batch, modality, cfg, ~hidden, noise)
+    assert not np.allclose(mae(visible_changed)[0], predictions, atol=1e-4)
+
+
+def _with_patches_replaced(batch, modality, cfg, which, noise):
+    """The batch with the patches flagged in `which` replaced by noise."""
+    from mmjax.nn.embed import patchify
+
+    patch = {"image": (4, 4), "video": (2, 8, 8), "signal": (25,)}[modality]
+    flags = np.zeros(batch[modality].shape[1:-1], bool)
+    grid = [s // p for s, p in zip(flags.shape, patch, strict=True)]
+    flat = np.zeros(int(np.prod(grid)), bool)
+    flat[which] = True
+    expanded = flat.reshape(grid)
+    for axis, p in enumerate(patch):
+        expanded = np.repeat(expanded, p, axis=axis)
+    replaced = jnp.where(expanded[None, ..., None], noise, batch[modality])
+    assert patchify(replaced, patch).shape[1] == len(flat)
+    return dict(batch, **{modality: replaced})
+
+
+def test_report_decoder_is_causal_and_reads_present_modalities_only():
+    model = MultimodalModel(_config(), VOCAB, ("image", "report"), LABELS)
+    batch = _batch()
+    variables = jax.jit(lambda rng: model.init(rng, batch, method=model.report_logits))(
+        jax.random.key(0))
+    logits = jax.jit(lambda b: model.apply(variables, b, method=model.report_logits))
+    base = logits(batch)
+    assert base.shape == (B, LENGTH, VOCAB)
+    later_token = dict(batch, text=batch["text"].at[:, 6].set(9))
+    np.testing.assert_allclose(logits(later_token)[:, :6], base[:, :6], atol=1e-5)
+    other_image = dict(batch, image=-batch["image"])
+    assert not np.allclose(logits(other_image), base, atol=1e-4)
+    absent = dict(batch, has_image=jnp.zeros(B, bool))
+    np.testing.assert_allclose(logits(dict(absent, image=-batch["image"])), logits(absent),
+                               atol=1e-5)

@@ -40,21 +40,33 @@ class MapPool(nn.Module):
         return pooled[:, 0]
 
 
-class _TokenEncoder(nn.Module):
-    """Shared tail: optional CLS token, positions, transformer, pooling."""
+def keep_tokens(x, keep):
+    """The tokens at positions `keep` [B, K] of x [B, L, ...] (MAE's visible subset)."""
+    return jnp.take_along_axis(x, keep.reshape(*keep.shape, *([1] * (x.ndim - 2))), axis=1)
 
-    def encode(self, x, mask, cfg, options: BlockOptions, positions="learned", max_positions=0,
-               causal=False):
-        if cfg.pool == "cls":
+
+class _TokenEncoder(nn.Module):
+    """Shared tail: positions, optional visible subset, optional CLS, transformer, pooling.
+
+    Returned tokens are the patch tokens (the CLS token, if any, is only pooled), in
+    the order of `keep` when given.
+    """
+
+    def encode(self, x, cfg, options: BlockOptions, positions="learned", keep=None):
+        x = PositionEmbed(positions, name="pos_embed")(x)
+        if keep is not None:
+            x = keep_tokens(x, keep)
+        mask = jnp.ones(x.shape[:2], bool)
+        use_cls = cfg.pool == "cls"
+        if use_cls:
             cls = self.param("cls", kernel_init(None, None, "embed", init=nn.initializers.zeros),
                              (1, 1, x.shape[-1]), jnp.float32)
             x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(
                 x.dtype), x], axis=1)
-            mask = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), mask], axis=1)
-        x = PositionEmbed(positions, max_positions, name="pos_embed")(x)
-        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, options, name="transformer")(
-            x, key_mask=mask, causal=causal)
+        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, options, name="transformer")(x)
         x = constrain(x, "batch", "length", "embed")
+        if use_cls:
+            return x[:, 0], x[:, 1:], mask
         if cfg.pool == "map":
             return MapPool(cfg.num_heads, options, name="map")(x, mask), x, mask
         return pool_tokens(x, mask, cfg.pool), x, mask
@@ -67,11 +79,11 @@ class ViTEncoder(_TokenEncoder):
     options: BlockOptions = BlockOptions()
 
     @nn.compact
-    def __call__(self, images):
+    def __call__(self, images, keep=None):
         cfg, o = self.config, self.options
         patch = (cfg.patch_size, cfg.patch_size)
         x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, name="patch_embed")(images)
-        return self.encode(x, jnp.ones(x.shape[:2], bool), cfg, o, cfg.positions)
+        return self.encode(x, cfg, o, cfg.positions, keep)
 
 
 class TextEncoder(_TokenEncoder):
@@ -123,14 +135,17 @@ class VideoEncoder(_TokenEncoder):
     options: BlockOptions = BlockOptions()
 
     @nn.compact
-    def __call__(self, video):
+    def __call__(self, video, keep=None):
         cfg, o = self.config, self.options
         patch = (cfg.tubelet_frames, cfg.patch_size, cfg.patch_size)
         x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, name="tubelet_embed")(video)
         if cfg.attention == "joint":
-            return self.encode(x, jnp.ones(x.shape[:2], bool), cfg, o)
+            return self.encode(x, cfg, o, keep=keep)
         if cfg.attention != "factorised":
             raise ValueError(f"unknown video attention '{cfg.attention}'")
+        if keep is not None:
+            raise ValueError("masked (MAE) video needs joint attention: a factorised grid "
+                             "cannot drop tubes")
         batch, times = video.shape[0], video.shape[1] // cfg.tubelet_frames
         # Spatial attention within each time step, then temporal attention per position.
         x = einops.rearrange(x, "b (t s) d -> (b t) s d", t=times)
@@ -151,10 +166,10 @@ class SignalEncoder(_TokenEncoder):
     options: BlockOptions = BlockOptions()
 
     @nn.compact
-    def __call__(self, signal, leads=None):
+    def __call__(self, signal, leads=None, keep=None):
         cfg, o = self.config, self.options
         if leads is not None:
             signal = signal * leads[:, None, :].astype(signal.dtype)
         x = PatchEmbed((cfg.patch_size,), cfg.width, o.dtype, o.param_dtype,
                        name="patch_embed")(signal)
-        return self.encode(x, jnp.ones(x.shape[:2], bool), cfg, o)
+        return self.encode(x, cfg, o, keep=keep)

@@ -3,7 +3,9 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.nn.layers import dense, layer_norm
+from mmjax.nn.embed import PositionEmbed
+from mmjax.nn.layers import dense, kernel_init, layer_norm
+from mmjax.nn.transformer import BlockOptions, Transformer
 
 
 class ClassifierHead(nn.Module):
@@ -32,3 +34,54 @@ class MlmHead(nn.Module):
         x = dense(tokens.shape[-1], "embed", "embed", self.dtype, self.param_dtype,
                   "transform")(tokens)
         return layer_norm(self.dtype, self.param_dtype, "ln")(nn.gelu(x))
+
+
+class MaeDecoder(nn.Module):
+    """Masked-autoencoder decoder: visible tokens plus a mask token at every hidden
+    position, fixed sin-cos positions, a light transformer, one patch of pixels out.
+
+    Works for image patches, video tubes and signal patches alike: it only sees a
+    token sequence of `num_patches` positions.
+    """
+
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    options: BlockOptions = BlockOptions()
+
+    @nn.compact
+    def __call__(self, visible, keep, num_patches: int, patch_dim: int):
+        """visible [B, K, D] encoder tokens at positions keep [B, K] -> [B, num_patches,
+        patch_dim] predictions for every position."""
+        o = self.options
+        x = dense(self.width, "embed", "embed", o.dtype, o.param_dtype, "embed")(visible)
+        mask_token = self.param("mask_token", kernel_init(None, None, "embed",
+                                                          init=nn.initializers.normal(0.02)),
+                                (1, 1, self.width), jnp.float32)
+        full = jnp.broadcast_to(mask_token.astype(x.dtype),
+                                (x.shape[0], num_patches, self.width))
+        rows = jnp.arange(x.shape[0])[:, None]
+        full = full.at[rows, keep].set(x)
+        full = PositionEmbed("sincos")(full)
+        full = Transformer(self.depth, self.num_heads, self.mlp_dim, o, name="transformer")(full)
+        out = dense(patch_dim, "embed", "patch", o.dtype, o.param_dtype, "pixels")
+        return out(full).astype(jnp.float32)
+
+
+class ReportDecoder(nn.Module):
+    """Causal transformer over report tokens that cross-attends to other modalities'
+    tokens; the caller embeds tokens and ties the output to the same embedding."""
+
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    max_length: int = 0
+    options: BlockOptions = BlockOptions()
+
+    @nn.compact
+    def __call__(self, embedded, mask, context, context_mask):
+        x = PositionEmbed("learned", self.max_length, name="pos_embed")(embedded)
+        return Transformer(self.depth, self.num_heads, self.mlp_dim, self.options,
+                           cross_attention=True, name="transformer")(
+            x, key_mask=mask, context=context, context_mask=context_mask, causal=True)

@@ -8,10 +8,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.config import ModelConfig
+from mmjax.nn.embed import patchify
 from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
 from mmjax.nn.fusion import Fusion
-from mmjax.nn.heads import ClassifierHead, MlmHead
-from mmjax.nn.layers import dense
+from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, ReportDecoder
+from mmjax.nn.layers import dense, kernel_init
 from mmjax.nn.transformer import BlockOptions
 
 MODALITIES = ("image", "video", "signal", "report")
@@ -69,6 +70,63 @@ class MultimodalModel(nn.Module):
         self.risk = ClassifierHead(1, dtype, param_dtype)
         self.matching = ClassifierHead(2, dtype, param_dtype)
         self.mlm = MlmHead(dtype, param_dtype)
+        d = cfg.decoder
+        self.mae_decoders = {
+            m: MaeDecoder(d.width, d.depth, d.num_heads, d.mlp_dim, options)
+            for m in self.modalities if m != "report"
+        }
+        if "report" in self.modalities:
+            self.report_decoder = ReportDecoder(d.depth, cfg.text.num_heads, d.mlp_dim,
+                                                cfg.text.max_positions, options)
+            self.memory_projections = {
+                m: dense(cfg.text.width, "embed", "embed", dtype, param_dtype, f"memory_{m}")
+                for m in self.modalities if m != "report"
+            }
+            self.null_memory = self.param(
+                "null_memory", kernel_init(None, None, "embed", init=nn.initializers.normal(0.02)),
+                (1, 1, cfg.text.width), jnp.float32)
+
+    # ---- Generative heads.
+
+    def _patch(self, modality: str) -> tuple[int, ...]:
+        cfg = self.config
+        return {"image": (cfg.image.patch_size,) * 2, "signal": (cfg.signal.patch_size,),
+                "video": (cfg.video.tubelet_frames, cfg.video.patch_size, cfg.video.patch_size)
+                }[modality]
+
+    def mae(self, modality: str, batch: dict, keep):
+        """MAE: encode only the patches at `keep` [B, K], predict every patch's values.
+
+        Returns (predictions, targets), both [B, num_patches, patch_dim]; the targets
+        are the raw patches (the objective normalises them per patch).
+        """
+        inputs = batch[modality]
+        targets = patchify(inputs, self._patch(modality))
+        encoder = self.encoders[modality]
+        if modality == "signal":
+            _, tokens, _ = encoder(inputs, batch.get("signal_leads"), keep=keep)
+        else:
+            _, tokens, _ = encoder(inputs, keep=keep)
+        predictions = self.mae_decoders[modality](tokens, keep, targets.shape[1],
+                                                  targets.shape[2])
+        return predictions, targets
+
+    def report_logits(self, batch: dict):
+        """Teacher-forced next-token logits [B, L, vocab] of the report given the other
+        present modalities (cross-attention; a null token when none is present)."""
+        size = batch["text"].shape[0]
+        context = [jnp.broadcast_to(self.null_memory, (size, 1, self.null_memory.shape[-1]))]
+        context_mask = [jnp.ones((size, 1), bool)]
+        for m, project in self.memory_projections.items():
+            _, tokens, mask = self.encode(m, batch)
+            context.append(project(tokens))
+            present = batch.get(f"has_{m}", jnp.ones(size, bool))
+            context_mask.append(mask & present[:, None])
+        text_encoder = self.encoders["report"]
+        hidden = self.report_decoder(text_encoder.token_embed(batch["text"]), batch["text_mask"],
+                                     jnp.concatenate(context, 1).astype(jnp.float32),
+                                     jnp.concatenate(context_mask, 1))
+        return text_encoder.logits(hidden).astype(jnp.float32)
 
     # ---- Encoding.
 
