@@ -78,7 +78,11 @@ def load(path: str | Path) -> Tokenizer:
         if missing:
             raise ValueError(f"{path}: vocabulary lacks the special tokens {missing}")
         return _bert_style(models.WordPiece(vocab, unk_token="[UNK]"))
-    return Tokenizer.from_file(str(path))
+    tokenizer = Tokenizer.from_file(str(path))
+    # Shipped tokenizer.json files may pad and truncate on their own; encode() does both.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """Modality encoders. Each returns (pooled [B, D], tokens [B, L, D], token mask [B, L])."""
 
+import dataclasses
+
 import einops
 import flax.linen as nn
 import jax.numpy as jnp
@@ -98,7 +100,9 @@ class TextEncoder(_TokenEncoder):
     options: BlockOptions = BlockOptions()
 
     def setup(self):
-        cfg, o = self.config, self.options
+        cfg = self.config
+        o = dataclasses.replace(self.options, norm=cfg.norm, eps=cfg.layer_norm_eps,
+                                exact_gelu=cfg.exact_gelu)
         self.token_embed = nn.Embed(
             self.vocab_size, cfg.width, dtype=o.dtype, param_dtype=o.param_dtype,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),

@@ -1,7 +1,6 @@
 """The multimodal model: an encoder per modality, projections to a shared space,
 fusion and task heads on one backbone."""
 
-import dataclasses
 import math
 
 import flax.linen as nn
@@ -46,14 +45,11 @@ class MultimodalModel(nn.Module):
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         options = BlockOptions(remat=cfg.remat, dtype=dtype, param_dtype=param_dtype)
-        text_options = dataclasses.replace(
-            options, norm=cfg.text.norm, eps=cfg.text.layer_norm_eps,
-            exact_gelu=cfg.text.exact_gelu)
         builders = {
             "image": lambda: ViTEncoder(cfg.image, options),
             "video": lambda: VideoEncoder(cfg.video, options),
             "signal": lambda: SignalEncoder(cfg.signal, options),
-            "report": lambda: TextEncoder(cfg.text, self.vocab_size, text_options),
+            "report": lambda: TextEncoder(cfg.text, self.vocab_size, options),
         }
         self.encoders = {m: builders[m]() for m in self.modalities}
         self.projections = {

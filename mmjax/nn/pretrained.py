@@ -1,0 +1,184 @@
+"""Pretrained BERT-family weights, stored as safetensors under Hugging Face names, for the
+text encoder (e.g. sentence-transformers/all-MiniLM-L6-v2).
+
+Tensors are read with safetensors' numpy API, so importing weights never needs torch.
+The matching tokenizer is the checkpoint's vocab.txt through `mmjax.data.tokenizer.load`
+(or `data.tokenizer=<dir>/vocab.txt`), which keeps the checkpoint's token ids.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import traverse_util
+from safetensors.numpy import load_file
+
+from mmjax.config import TextConfig
+
+# Checkpoint entries that are not part of the encoder: the pooler and pretraining heads
+# (unused by mmjax) and position_ids (a constant buffer). Skipped; anything else unknown
+# is an error, since it means the checkpoint is not the architecture the config describes.
+IGNORED_PREFIXES = ("pooler.", "cls.", "embeddings.position_ids")
+
+
+def bert_text_config(hf_config: dict, pool: str = "mean") -> TextConfig:
+    """The TextConfig of a Hugging Face BERT `config.json` (its dict)."""
+    kind = hf_config.get("model_type", "bert")
+    if kind != "bert":
+        raise ValueError(f"model_type '{kind}' is not supported (only 'bert'; others differ "
+                         "in names or position ids)")
+    act = hf_config.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ValueError(f"hidden_act '{act}' is not supported (BERT's exact 'gelu' is)")
+    positions = hf_config.get("position_embedding_type", "absolute")
+    if positions != "absolute":
+        raise ValueError(f"position_embedding_type '{positions}' is not supported "
+                         "(only 'absolute')")
+    return TextConfig(
+        width=hf_config["hidden_size"],
+        depth=hf_config["num_hidden_layers"],
+        num_heads=hf_config["num_attention_heads"],
+        mlp_dim=hf_config["intermediate_size"],
+        pool=pool,
+        norm="post",
+        layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
+        exact_gelu=True,
+        embed_norm=True,
+        type_vocab_size=hf_config.get("type_vocab_size", 2),
+        max_positions=hf_config["max_position_embeddings"],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One checkpoint tensor: where it goes and how a torch layout becomes mmjax's."""
+
+    name: str
+    path: tuple[str, ...]
+    shape: tuple[int | None, ...]  # the checkpoint's; None matches any size (vocabulary)
+    convert: Callable[[np.ndarray], np.ndarray] | None = None  # None keeps the layout
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.shape) and all(
+            want in (None, got) for got, want in zip(shape, self.shape, strict=True))
+
+
+def _bert_entries(config: TextConfig) -> list[_Entry]:
+    d, f, h = config.width, config.mlp_dim, config.num_heads
+    k = d // h
+
+    def layer_norm(name, path):
+        return [_Entry(f"{name}.weight", (*path, "scale"), (d,)),
+                _Entry(f"{name}.bias", (*path, "bias"), (d,))]
+
+    def linear(name, path, out_features, in_features, kernel, bias):
+        # torch Linear stores weight as [out, in]; DenseGeneral kernels are [in..., out...].
+        return [_Entry(f"{name}.weight", (*path, "kernel"), (out_features, in_features),
+                       lambda w: w.T.reshape(kernel)),
+                _Entry(f"{name}.bias", (*path, "bias"), (out_features,),
+                       lambda b: b.reshape(bias))]
+
+    entries = [
+        _Entry("embeddings.word_embeddings.weight", ("token_embed", "embedding"), (None, d)),
+        _Entry("embeddings.position_embeddings.weight", ("pos_embed", "pos"),
+               (config.max_positions, d)),
+        _Entry("embeddings.token_type_embeddings.weight", ("type_embed", "embedding"),
+               (config.type_vocab_size, d)),
+        *layer_norm("embeddings.LayerNorm", ("embed_ln",)),
+    ]
+    for i in range(config.depth):
+        src, dst = f"encoder.layer.{i}", ("transformer", f"block_{i}")
+        for proj in ("query", "key", "value"):
+            entries += linear(f"{src}.attention.self.{proj}", (*dst, "attn", proj), d, d,
+                              (d, h, k), (h, k))
+        entries += [
+            *linear(f"{src}.attention.output.dense", (*dst, "attn", "out"), d, d, (h, k, d),
+                    (d,)),
+            *layer_norm(f"{src}.attention.output.LayerNorm", (*dst, "ln_attn")),
+            *linear(f"{src}.intermediate.dense", (*dst, "mlp", "fc1"), f, d, (d, f), (f,)),
+            *linear(f"{src}.output.dense", (*dst, "mlp", "fc2"), d, f, (f, d), (d,)),
+            *layer_norm(f"{src}.output.LayerNorm", (*dst, "ln_mlp")),
+        ]
+    return entries
+
+
+def _canonical_name(name: str) -> str:
+    """Drops the `bert.` prefix of task models and renames TF-era LayerNorm gamma/beta."""
+    name = name.removeprefix("bert.")
+    if name.endswith("LayerNorm.gamma"):
+        return name.removesuffix("gamma") + "weight"
+    if name.endswith("LayerNorm.beta"):
+        return name.removesuffix("beta") + "bias"
+    return name
+
+
+def _check_bert_shaped(config: TextConfig) -> None:
+    wanted = {"norm": "post", "embed_norm": True, "causal": False}
+    for field, value in wanted.items():
+        if getattr(config, field) != value:
+            raise ValueError(f"BERT weights need a TextConfig with {field}={value!r}, "
+                             f"got {getattr(config, field)!r}")
+    if config.width % config.num_heads:
+        raise ValueError(f"width {config.width} is not divisible by num_heads "
+                         f"{config.num_heads}")
+    if not config.type_vocab_size or not config.max_positions:
+        raise ValueError("BERT weights need a TextConfig with type_vocab_size and "
+                         "max_positions set (see bert_text_config)")
+
+
+def load_bert_params(path: str | Path, config: TextConfig) -> dict:
+    """TextEncoder params (float32 numpy, the tree under 'params') from a BERT checkpoint.
+
+    Raises ValueError naming the first missing, mis-shaped or unexpected tensor;
+    IGNORED_PREFIXES are skipped.
+    """
+    _check_bert_shaped(config)
+    tensors = {_canonical_name(name): array for name, array in load_file(str(path)).items()}
+    entries = _bert_entries(config)
+    known = {entry.name for entry in entries}
+    for name in sorted(tensors):
+        if name not in known and not name.startswith(IGNORED_PREFIXES):
+            raise ValueError(f"{path}: unexpected tensor '{name}' for a {config.depth}-layer "
+                             f"BERT of width {config.width}")
+    flat = {}
+    for entry in entries:
+        if entry.name not in tensors:
+            raise ValueError(f"{path}: missing tensor '{entry.name}'")
+        array = np.asarray(tensors[entry.name], np.float32)
+        if not entry.fits(array.shape):
+            want = tuple("vocab" if n is None else n for n in entry.shape)
+            raise ValueError(f"{path}: tensor '{entry.name}' has shape {array.shape}, "
+                             f"expected {want}")
+        flat[entry.path] = entry.convert(array) if entry.convert else array
+    return traverse_util.unflatten_dict(flat)
+
+
+def load_into(params: dict, loaded: dict, prefix: tuple[str, ...] = ("encoders_report",)):
+    """`params` with the subtree at `prefix` replaced by `loaded`, leaf for leaf.
+
+    The default prefix is MultimodalModel's text encoder. Both trees must have the same
+    leaves and shapes (a ValueError names the first that differs); each new leaf keeps
+    the dtype and sharding of the leaf it replaces. `params` itself is not modified.
+    """
+    flat = traverse_util.flatten_dict(params)
+    new = traverse_util.flatten_dict(loaded)
+    old = {key[len(prefix):]: value for key, value in flat.items()
+           if key[:len(prefix)] == prefix}
+    if not old:
+        raise ValueError(f"no parameters under {'/'.join(prefix)}")
+    for key in sorted(old.keys() | new.keys()):
+        name = "/".join(prefix + key)
+        if key not in new:
+            raise ValueError(f"loaded weights lack '{name}'")
+        if key not in old:
+            raise ValueError(f"loaded weights have '{name}', which the model does not")
+        if np.shape(new[key]) != np.shape(old[key]):
+            raise ValueError(f"'{name}' has shape {np.shape(new[key])} in the loaded "
+                             f"weights but {np.shape(old[key])} in the model")
+    for key, value in new.items():
+        target = old[key]
+        flat[prefix + key] = jax.device_put(np.asarray(value, target.dtype),
+                                            getattr(target, "sharding", None))
+    return traverse_util.unflatten_dict(flat)
