@@ -117,6 +117,15 @@ def _add_data_commands(commands) -> None:
     inspect.set_defaults(run=_data_inspect)
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from mmjax import config as config_lib
+    from mmjax.plan import format_plan, input_shapes, plan
+
+    cfg = config_lib.load(args.config, args.overrides)
+    print(format_plan(plan(cfg, input_shapes(cfg), method=args.method, include_mlm=args.mlm)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(run=_train)
+
+    plan = commands.add_parser("plan", help="parameters and training FLOPs per module")
+    plan.add_argument("--config", required=True, help="experiment file defining get_config()")
+    plan.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE", help="override a config field (repeatable)")
+    plan.add_argument("--method", default="contrastive", choices=("contrastive", "all"),
+                      help="what the model computes: contrastive training or every head")
+    plan.add_argument("--mlm", action="store_true", help="count the MLM head's vocab matmul")
+    plan.set_defaults(run=_plan)
     return parser
 
 

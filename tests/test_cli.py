@@ -68,3 +68,11 @@ def test_data_synthmed_then_inspect(tmp_path, capsys):
                      "label cardiomegaly", "examples.png"):
         assert expected in printed
     assert (out / "examples.png").stat().st_size > 10_000
+
+
+def test_plan_prints_parameters_and_flops_per_module(capsys, smoke_dataset):
+    assert main(["plan", "--config", str(SMOKE_CONFIG), "--set",
+                 f"data.path={smoke_dataset}"]) == 0
+    out = capsys.readouterr().out
+    for expected in ("encoders_image", "encoders_report", "projections", "total", "MFU"):
+        assert expected in out

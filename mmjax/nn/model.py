@@ -11,7 +11,7 @@ from mmjax.nn.embed import patchify
 from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
 from mmjax.nn.fusion import Fusion
 from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, ReportDecoder
-from mmjax.nn.layers import dense, kernel_init
+from mmjax.nn.layers import dense
 from mmjax.nn.transformer import BlockOptions
 
 MODALITIES = ("image", "video", "signal", "report")
@@ -78,9 +78,6 @@ class MultimodalModel(nn.Module):
                 m: dense(cfg.text.width, "embed", "embed", dtype, param_dtype, f"memory_{m}")
                 for m in self.modalities if m != "report"
             }
-            self.null_memory = self.param(
-                "null_memory", kernel_init(None, None, "embed", init=nn.initializers.normal(0.02)),
-                (1, 1, cfg.text.width), jnp.float32)
 
     # ---- Generative heads.
 
@@ -110,12 +107,12 @@ class MultimodalModel(nn.Module):
     def report_logits(self, batch: dict):
         """Teacher-forced next-token logits [B, L, vocab] of the report given the other
         present modalities (cross-attention; a null token when none is present)."""
-        size = batch["text"].shape[0]
-        context = [jnp.broadcast_to(self.null_memory, (size, 1, self.null_memory.shape[-1]))]
-        context_mask = [jnp.ones((size, 1), bool)]
+        size, width = batch["text"].shape[0], self.config.text.width
+        context = [jnp.zeros((size, 0, width), jnp.float32)]
+        context_mask = [jnp.zeros((size, 0), bool)]
         for m, project in self.memory_projections.items():
             _, tokens, mask = self.encode(m, batch)
-            context.append(project(tokens))
+            context.append(project(tokens).astype(jnp.float32))
             present = batch.get(f"has_{m}", jnp.ones(size, bool))
             context_mask.append(mask & present[:, None])
         text_encoder = self.encoders["report"]
