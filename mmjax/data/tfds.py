@@ -76,10 +76,6 @@ def prepare(source_dir: str | Path, data_dir: str | Path) -> Path:
     return Path(builder.data_dir)
 
 
-def is_tfds_dir(path: str | Path) -> bool:
-    return (Path(path) / "dataset_info.json").is_file()
-
-
 class TfdsSource:
     """Random access to a prepared TFDS array_record split, as mmjax records."""
 
