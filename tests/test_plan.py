@@ -179,3 +179,19 @@ def test_input_shapes_come_from_the_manifest_and_the_tokenizer(tmp_path):
     fallback = InputShapes(image_size=24)
     assert plan_lib.input_shapes(Config(), fallback) == dataclasses.replace(
         fallback, text_len=Config().data.max_text_len)
+
+
+def test_base_presets_have_vit_b16_and_bert_base_sizes():
+    """ViT-B/16 at 224 px: timm's vit_base_patch16_224 without its head has 85,798,656
+    parameters, one position row more (its CLS position) than ours: 85,797,888.
+    BERT-base's encoder without embeddings and pooler: 12 x 7,087,872 = 85,054,464."""
+    from mmjax.config import ModelConfig, TextConfig, ViTConfig, sized
+    from mmjax.plan import InputShapes, count_params
+
+    model_cfg = ModelConfig(image=sized(ViTConfig, "base", patch_size=16),
+                            text=sized(TextConfig, "base", norm="post"))
+    shapes = InputShapes(image_size=224, channels=3, text_len=16, vocab_size=8)
+    counts = count_params(model_cfg, shapes, ("image", "report"), method="contrastive")
+    assert counts["encoders_image"] == 85_797_888
+    embeddings = 8 * 768 + 16 * 768  # our tiny vocab and 16 positions
+    assert counts["encoders_report"] - embeddings == 85_054_464
