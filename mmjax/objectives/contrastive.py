@@ -1,26 +1,95 @@
-"""Softmax InfoNCE (CLIP loss) in both directions, over pairs that exist."""
+"""Contrastive losses: softmax InfoNCE (CLIP) and sigmoid (SigLIP), over pairs that exist.
 
+The plain functions compute the loss of one global batch. The `sharded_*` versions do the
+same over a batch split on a mesh axis with explicit communication (jax.shard_map): each
+device scores only its own rows, against gathered columns (softmax, O(n*N) logits memory
+instead of O(N^2)) or against text chunks passed round a ring with ppermute (sigmoid,
+O(n^2)). Gradients flow through the collectives, so they equal the global-batch gradients.
+"""
+
+import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec
 
 # Finite, so masked entries keep finite gradients (an -inf would turn into NaN).
 _MASKED_LOGIT = -1e9
 
 
-def softmax_infonce(image_emb, text_emb, scale, valid=None):
-    """Mean over valid pairs of image->text and text->image cross-entropy.
+def _all_valid(emb):
+    return jnp.ones(emb.shape[0], bool)
 
-    Pair i matches pair i. `valid` [B] marks pairs where both modalities are present;
-    the others are neither positives nor negatives. Under jit with the batch sharded
-    on the mesh, XLA gathers the columns so the logits span the global batch.
-    """
-    logits = scale * image_emb @ text_emb.T
-    if valid is None:
-        valid = jnp.ones(logits.shape[0], bool)
-    pair = valid[:, None] & valid[None, :]
-    logits = jnp.where(pair, logits, _MASKED_LOGIT)
-    labels = jnp.arange(logits.shape[0])
-    image_to_text = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    text_to_image = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
-    per_pair = 0.5 * (image_to_text + text_to_image)
+
+def _softmax_terms(rows, columns, scale, labels, row_valid, column_valid):
+    """Per-row cross-entropy of rows against every column; invalid columns never compete."""
+    logits = scale * rows @ columns.T
+    logits = jnp.where(row_valid[:, None] & column_valid[None, :], logits, _MASKED_LOGIT)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def softmax_infonce(image_emb, text_emb, scale, valid=None):
+    """Mean over valid pairs of image->text and text->image cross-entropy; pair i matches
+    pair i. `valid` [B] marks pairs where both modalities are present; the others are
+    neither positives nor negatives."""
+    valid = _all_valid(image_emb) if valid is None else valid
+    labels = jnp.arange(image_emb.shape[0])
+    per_pair = 0.5 * (_softmax_terms(image_emb, text_emb, scale, labels, valid, valid)
+                      + _softmax_terms(text_emb, image_emb, scale, labels, valid, valid))
     return jnp.sum(jnp.where(valid, per_pair, 0.0)) / jnp.maximum(valid.sum(), 1)
+
+
+def _sigmoid_terms(rows, columns, scale, bias, positive, row_valid, column_valid):
+    """Sum of -log sigmoid(z * logit) over valid pairs; z = +1 on `positive`, else -1."""
+    logits = scale * rows @ columns.T + bias
+    signs = jnp.where(positive, 1.0, -1.0)
+    pair = row_valid[:, None] & column_valid[None, :]
+    return -jnp.sum(jnp.where(pair, jax.nn.log_sigmoid(signs * logits), 0.0))
+
+
+def sigmoid_loss(image_emb, text_emb, scale, bias, valid=None):
+    """SigLIP: every pair is an independent binary decision, normalised per valid image."""
+    valid = _all_valid(image_emb) if valid is None else valid
+    positive = jnp.eye(image_emb.shape[0], dtype=bool)
+    total = _sigmoid_terms(image_emb, text_emb, scale, bias, positive, valid, valid)
+    return total / jnp.maximum(valid.sum(), 1)
+
+
+def sharded_softmax_infonce(mesh, axis: str = "data"):
+    """softmax_infonce over a batch sharded on `axis`: local rows, all-gathered columns."""
+    def local(image_emb, text_emb, scale, valid):
+        gather = lambda x: jax.lax.all_gather(x, axis, tiled=True)  # noqa: E731
+        all_images, all_texts, all_valid = gather(image_emb), gather(text_emb), gather(valid)
+        offset = jax.lax.axis_index(axis) * image_emb.shape[0]
+        labels = offset + jnp.arange(image_emb.shape[0])
+        per_pair = 0.5 * (
+            _softmax_terms(image_emb, all_texts, scale, labels, valid, all_valid)
+            + _softmax_terms(text_emb, all_images, scale, labels, valid, all_valid))
+        total = jax.lax.psum(jnp.sum(jnp.where(valid, per_pair, 0.0)), axis)
+        return total / jnp.maximum(jax.lax.psum(valid.sum(), axis), 1)
+
+    data, replicated = PartitionSpec(axis), PartitionSpec()
+    return jax.shard_map(local, mesh=mesh, in_specs=(data, data, replicated, data),
+                         out_specs=replicated)
+
+
+def sharded_sigmoid_loss(mesh, axis: str = "data"):
+    """sigmoid_loss over a batch sharded on `axis`: text chunks travel round a ring, so
+    no device ever holds more than two chunks of texts."""
+    size = mesh.shape[axis]
+    ring = [(i, (i + 1) % size) for i in range(size)]
+
+    def local(image_emb, text_emb, scale, bias, valid):
+        n = image_emb.shape[0]
+        own = jnp.eye(n, dtype=bool)
+        total = _sigmoid_terms(image_emb, text_emb, scale, bias, own, valid, valid)
+        texts, text_valid = text_emb, valid
+        for _ in range(size - 1):  # every other device's texts are negatives
+            texts = jax.lax.ppermute(texts, axis, ring)
+            text_valid = jax.lax.ppermute(text_valid, axis, ring)
+            total += _sigmoid_terms(image_emb, texts, scale, bias, jnp.zeros_like(own), valid,
+                                    text_valid)
+        return jax.lax.psum(total, axis) / jnp.maximum(jax.lax.psum(valid.sum(), axis), 1)
+
+    data, replicated = PartitionSpec(axis), PartitionSpec()
+    return jax.shard_map(local, mesh=mesh, in_specs=(data, data, replicated, replicated, data),
+                         out_specs=replicated)
