@@ -34,7 +34,7 @@ def dataset(tmp_path_factory):
 
 
 def _open(dataset, split="train", **overrides):
-    cfg = DataConfig(path=str(dataset), max_text_len=16, **overrides)
+    cfg = DataConfig(path=str(dataset), **{"max_text_len": 16, **overrides})
     return pipeline.open_split(cfg, split, pipeline.load_tokenizer(cfg))
 
 
@@ -91,6 +91,14 @@ def test_presence_masks_and_zero_fill(dataset):
     example = transform(source[0])
     assert example["has_image"] and example["has_report"] and example["text_mask"].any()
     assert abs(example["image"].mean()) < 1e-4 and abs(example["image"].std() - 1) < 1e-3
+
+
+def test_truncated_reports_are_flagged(dataset):
+    source, transform = _open(dataset, max_text_len=6)
+    example = transform(source[0])
+    assert example["text_truncated"] and example["text_mask"].all()
+    source, transform = _open(dataset, max_text_len=16)
+    assert not transform(source[0])["text_truncated"]
 
 
 def test_eval_covers_every_example_exactly_once_on_several_hosts(dataset):

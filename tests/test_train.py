@@ -48,7 +48,9 @@ def test_metrics_log_every_logged_step(trained):
     assert [r["step"] for r in rows] == list(range(20, cfg.train.num_steps + 1, 20))
     for row in rows:
         assert row["examples_per_sec"] > 0 and np.isfinite(row["loss"])
-        assert {"grad_norm", "learning_rate", "temperature"} <= set(row)
+        assert {"grad_norm", "learning_rate", "temperature", "data_wait_fraction",
+                "text_truncated_fraction"} <= set(row)
+        assert 0 <= row["text_truncated_fraction"] < 0.05
 
 
 def test_resolved_config_is_written(trained):

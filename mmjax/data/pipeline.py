@@ -94,6 +94,7 @@ class ExampleTransform:
             text = record.get("report", "")
             encoded = tokenizer_lib.encode(self.tokenizer, [text], cfg.max_text_len)
             out["text"], out["text_mask"] = encoded.ids[0], encoded.mask[0] & bool(text)
+            out["text_truncated"] = np.bool_(encoded.num_truncated)  # logged by the trainer
         labels = record.get("labels")
         out["has_labels"] = np.bool_(labels is not None)
         out["labels"] = (np.zeros(self.num_labels, np.float32) if labels is None

@@ -30,6 +30,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
             "grad_norm": optax.tree.norm(grads),
             "learning_rate": schedule(state.step),
             "temperature": 1.0 / scale,
+            "text_truncated_fraction": jnp.mean(batch["text_truncated"].astype(jnp.float32)),
         }
         return TrainState(state.step + 1, params, opt_state), metrics
 
