@@ -155,6 +155,7 @@ class OptimConfig:
 @dataclasses.dataclass
 class TrainConfig:
     seed: int = 0
+    loss: str = "softmax"  # softmax (CLIP InfoNCE) | sigmoid (SigLIP)
     batch_size: int = 64
     num_steps: int = 200
     log_every: int = 10

@@ -113,3 +113,19 @@ def test_one_device_and_eight_devices_give_the_same_losses(tmp_path, smoke_datas
         train(cfg, tmp_path / str(n), devices=jax.devices()[:n], progress=False)
         runs[n] = [r["loss"] for r in metrics_lib.read(tmp_path / str(n) / "metrics.jsonl")]
     np.testing.assert_allclose(runs[1], runs[8], rtol=1e-5)
+
+
+def test_sigmoid_loss_trains_too(tmp_path, smoke_dataset):
+    cfg = tiny_config(smoke_dataset)
+    cfg.train.loss = "sigmoid"
+    cfg.train.num_steps, cfg.train.log_every = 100, 10
+    train(cfg, tmp_path, progress=False)
+    losses = [row["loss"] for row in metrics_lib.read(tmp_path / "metrics.jsonl")]
+    assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.4, losses  # nats per image
+
+
+def test_unknown_loss_is_named(tmp_path, smoke_dataset):
+    cfg = tiny_config(smoke_dataset)
+    cfg.train.loss = "triplet"
+    with pytest.raises(config_lib.ConfigError, match="train.loss 'triplet'"):
+        train(cfg, tmp_path, progress=False)

@@ -105,7 +105,8 @@ def train(
 
     # ---- Compile once, ahead of time, so step timings exclude compilation.
     compile_start = time.perf_counter()
-    train_step = make_train_step(model, tx, schedule, mesh).lower(state, first_batch).compile()
+    train_step = make_train_step(model, tx, schedule, mesh, cfg.train.loss)
+    train_step = train_step.lower(state, first_batch).compile()
     log.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
 
     # ---- Loop.

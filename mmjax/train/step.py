@@ -8,18 +8,30 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmjax.objectives.contrastive import softmax_infonce
+from mmjax.config import ConfigError
+from mmjax.objectives.contrastive import sigmoid_loss, softmax_infonce
 from mmjax.parallel.mesh import batch_sharding, replicated
 from mmjax.train.state import TrainState
 
+LOSSES = {
+    "softmax": lambda image, text, out, valid: softmax_infonce(image, text, out["scale"], valid),
+    "sigmoid": lambda image, text, out, valid: sigmoid_loss(image, text, out["scale"],
+                                                            out["bias"], valid),
+}
 
-def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh):
+
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh,
+                    loss: str = "softmax"):
+    if loss not in LOSSES:
+        raise ConfigError(f"train.loss '{loss}' is unknown; choose from {', '.join(LOSSES)}")
+    contrastive_loss = LOSSES[loss]
+
     def loss_fn(params, batch):
         out = model.apply({"params": params}, batch, method=model.contrastive)
         embeddings, present = out["embeddings"], out["present"]
         valid = present["image"] & present["report"]
-        loss = softmax_infonce(embeddings["image"], embeddings["report"], out["scale"], valid)
-        return loss, out["scale"]
+        value = contrastive_loss(embeddings["image"], embeddings["report"], out, valid)
+        return value, out["scale"]
 
     def train_step(state: TrainState, batch):
         (loss, scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
