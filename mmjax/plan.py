@@ -18,6 +18,7 @@ import numpy as np
 
 from mmjax.config import Config, ConfigError, ModelConfig
 from mmjax.data import pipeline, schema, shards
+from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.nn.model import MODALITIES, MultimodalModel
 
 # A training step runs the forward once and the backward (gradients with respect to
@@ -66,7 +67,7 @@ def input_shapes_from_manifest(dataset_dir: str | Path, cfg: Config,
     if "signal" in fields:
         shapes = dataclasses.replace(shapes, signal_samples=_signal_samples(
             data.signal_seconds, manifest.attributes.get("signal_rate_hz"), fields["signal"][0]))
-    if data.tokenizer or (Path(dataset_dir) / "tokenizer.json").is_file():
+    if data.tokenizer or (Path(dataset_dir) / tokenizer_lib.DATASET_FILE).is_file():
         shapes = dataclasses.replace(
             shapes, vocab_size=pipeline.load_tokenizer(data).get_vocab_size())
     return shapes

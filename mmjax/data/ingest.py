@@ -25,7 +25,6 @@ from mmjax.data.formats import FormatError, convert, dicom, ecg, tabular, video
 log = logging.getLogger(__name__)
 
 REPORT = "ingest_report.json"
-TOKENIZER = "tokenizer.json"
 FORMATS = ("auto", "manifest", "dicom", "video", "ecg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 ECG_SUFFIXES = (".hea", ".npy", ".csv")
@@ -47,17 +46,8 @@ class Shapes:
         return int(round(self.signal_rate_hz * self.signal_seconds))
 
     def fields(self, modalities, num_labels: int) -> dict[str, tuple]:
-        size, channels = self.image_size, self.channels
-        every = {
-            "image": {"image": (size, size, channels)},
-            "video": {"video": (self.frames, size, size, channels)},
-            "signal": {"signal": (self.signal_samples, len(schema.ECG_LEADS)),
-                       "signal_leads": (len(schema.ECG_LEADS),)},
-            "report": {"report": ()},
-        }
-        fields = {"patient_id": ()}
-        for modality in modalities:
-            fields.update(every[modality])
+        fields = {"patient_id": (), **schema.modality_shapes(
+            modalities, self.image_size, self.channels, self.frames, self.signal_samples)}
         if num_labels:
             fields["labels"] = (num_labels,)
         return fields
@@ -186,7 +176,7 @@ def _wanted(path: Path, kind: str) -> bool:
     if kind == "video":
         return suffix in VIDEO_SUFFIXES
     if kind == "ecg":
-        return suffix in (".hea", ".npy", ".csv")
+        return suffix in ECG_SUFFIXES
     return suffix in (".dcm", *VIDEO_SUFFIXES, *ECG_SUFFIXES, *IMAGE_SUFFIXES)
 
 
@@ -238,17 +228,14 @@ def ingest(
         splits[split].append(record)
     reports = [r["report"] for r in splits["train"] if "report" in r]
 
-    def save_tokenizer(directory: Path) -> None:
-        if reports:
-            tokenizer_lib.train(reports, vocab_size).save(str(directory / TOKENIZER))
-
     out.mkdir(parents=True, exist_ok=True)
     shards.write_dataset(
         out, src.stem or "ingested", splits, shapes.fields(modalities, len(label_names)),
         label_names,
         {"source": str(src), "signal_rate_hz": shapes.signal_rate_hz,
          **dataclasses.asdict(shapes)},
-        before_manifest=save_tokenizer,
+        before_manifest=lambda directory: tokenizer_lib.save_for_dataset(
+            directory, reports, vocab_size),
     )
     report = {
         "source": str(src), "files": tally.files, "records": tally.records,

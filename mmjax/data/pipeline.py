@@ -139,7 +139,7 @@ def load_tokenizer(cfg: DataConfig):
             "data.path is empty: write a dataset with `mmjax data synthmed --out DIR` "
             "and pass --set data.path=DIR"
         )
-    return tokenizer_lib.load(cfg.tokenizer or Path(cfg.path) / "tokenizer.json")
+    return tokenizer_lib.load(cfg.tokenizer or Path(cfg.path) / tokenizer_lib.DATASET_FILE)
 
 
 def open_source(path: str, split: str):

@@ -30,6 +30,22 @@ FIELDS = {
 MODALITIES = ("image", "video", "signal", "report")
 
 
+def modality_shapes(modalities, image_size: int, channels: int, frames: int,
+                    signal_samples: int) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes of the fields that carry `modalities`, for a manifest."""
+    leads = len(ECG_LEADS)
+    every = {
+        "image": {"image": (image_size, image_size, channels)},
+        "video": {"video": (frames, image_size, image_size, channels)},
+        "signal": {"signal": (signal_samples, leads), "signal_leads": (leads,)},
+        "report": {"report": ()},
+    }
+    shapes = {}
+    for modality in modalities:
+        shapes.update(every[modality])
+    return shapes
+
+
 def image_to_stored(image01: np.ndarray) -> np.ndarray:
     """[0, 1] floats to the stored uint16 representation."""
     return np.round(np.clip(image01, 0.0, 1.0) * 65535.0).astype(np.uint16)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+DATASET_FILE = "tokenizer.json"  # the tokenizer kept next to a dataset's shards
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 
@@ -65,6 +66,12 @@ def _bert_style(model: models.Model) -> Tokenizer:
         special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
     )
     return tokenizer
+
+
+def save_for_dataset(directory: str | Path, reports: Sequence[str], vocab_size: int) -> None:
+    """Builds the tokenizer from a dataset's train reports and keeps it with the shards."""
+    if reports:
+        train(reports, vocab_size).save(str(Path(directory) / DATASET_FILE))
 
 
 def load(path: str | Path) -> Tokenizer:

@@ -18,7 +18,6 @@ from mmjax.data import schema, shards, synthmed
 from mmjax.data import tokenizer as tokenizer_lib
 
 CHUNK = 128
-TOKENIZER = "tokenizer.json"
 
 
 def _records(start: int, count: int, seed: int, image_size: int, frames: int,
@@ -109,26 +108,15 @@ def write_synthmed(
     def eval_split():
         yield from records
 
+    samples = int(round(signal_rate_hz * synthmed.ECG_SECONDS))  # as synthmed.generate
     shapes = {"patient_id": (), "labels": (len(synthmed.FINDINGS),), "risk": (), "age": (),
-              "sex": ()}
-    samples = int(signal_rate_hz * synthmed.ECG_SECONDS)
-    per_modality = {
-        "image": {"image": (image_size, image_size, 1)},
-        "video": {"video": (frames, image_size, image_size, 1)},
-        "signal": {"signal": (samples, len(schema.ECG_LEADS)),
-                   "signal_leads": (len(schema.ECG_LEADS),)},
-        "report": {"report": ()},
-    }
-    for modality in modalities:
-        shapes.update(per_modality[modality])
-    def save_tokenizer(directory: Path) -> None:
-        if train_reports:
-            tokenizer_lib.train(train_reports, vocab_size).save(str(directory / TOKENIZER))
+              "sex": (), **schema.modality_shapes(modalities, image_size, 1, frames, samples)}
 
     return shards.write_dataset(
         out, "synthmed", {"train": train_split(), "eval": eval_split()}, shapes,
         list(synthmed.FINDINGS),
         {"generator": "synthmed", "seed": seed, "signal_rate_hz": signal_rate_hz,
          "video_fps": synthmed.ECHO_FPS, "image_visible_findings": list(synthmed.IMAGE_VISIBLE)},
-        before_manifest=save_tokenizer,
+        before_manifest=lambda directory: tokenizer_lib.save_for_dataset(
+            directory, train_reports, vocab_size),
     )

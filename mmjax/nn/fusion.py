@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.config import FusionConfig
+from mmjax.nn.encoders import pool_tokens
 from mmjax.nn.layers import constrain, dense, kernel_init
 from mmjax.nn.transformer import BlockOptions, Transformer
 
@@ -17,8 +18,7 @@ KINDS = ("late", "early", "hybrid")
 def masked_mean(embeddings: dict, present: dict):
     """Mean over the modalities present in each example; zeros where none is."""
     stacked = jnp.stack([embeddings[m] for m in embeddings], axis=1)  # [B, M, E]
-    weights = jnp.stack([present[m] for m in embeddings], axis=1).astype(stacked.dtype)
-    return (stacked * weights[..., None]).sum(1) / jnp.maximum(weights.sum(1, keepdims=True), 1)
+    return pool_tokens(stacked, jnp.stack([present[m] for m in embeddings], axis=1), "mean")
 
 
 class Fusion(nn.Module):
@@ -90,5 +90,4 @@ class Fusion(nn.Module):
         x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, self.options,
                         cross_attention=True, name="cross")(
             text, key_mask=text_mask, context=context, context_mask=context_mask)
-        weights = text_mask[..., None].astype(x.dtype)
-        return (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+        return pool_tokens(x, text_mask, "mean")
