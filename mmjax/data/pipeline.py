@@ -99,6 +99,9 @@ class ExampleTransform:
         out["has_labels"] = np.bool_(labels is not None)
         out["labels"] = (np.zeros(self.num_labels, np.float32) if labels is None
                          else labels.astype(np.float32))
+        risk = record.get("risk")
+        out["has_risk"] = np.bool_(risk is not None)
+        out["risk"] = np.float32(0.0 if risk is None else risk)
         return out
 
     def _modality(self, modality, record, spec, present, rng) -> dict:

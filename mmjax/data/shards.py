@@ -213,13 +213,21 @@ def write_dataset(
     companion files, then writes the manifest: a dataset with a manifest is complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = {}
+    written, prevalence = {}, {}
     for split, examples in splits.items():
         writer = SplitWriter(directory, split, records_per_shard)
+        positives, labelled = np.zeros(len(label_names)), 0
         for example in examples:
             writer.write(example)
+            if example.get("labels") is not None:
+                positives, labelled = positives + example["labels"], labelled + 1
         written[split] = writer.close()
-    manifest = Manifest(name, field_specs(shapes), list(label_names), written, attributes or {})
+        if labelled:
+            prevalence[split] = [round(float(p), 6) for p in positives / labelled]
+    # Per-split label prevalence, for class-weighted losses without a pass over the data.
+    attributes = {**(attributes or {}), **({"label_prevalence": prevalence} if prevalence
+                                           else {})}
+    manifest = Manifest(name, field_specs(shapes), list(label_names), written, attributes)
     if before_manifest is not None:
         before_manifest(directory)
     (directory / MANIFEST).write_text(manifest.to_json())

@@ -92,6 +92,11 @@ def load(path: str | Path) -> Tokenizer:
     return tokenizer
 
 
+def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    """Ids of the special tokens; a loaded BERT vocabulary keeps its own ([MASK] = 103)."""
+    return {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+
+
 @dataclasses.dataclass(frozen=True)
 class Encoded:
     ids: np.ndarray  # int32 [N, L]
