@@ -31,9 +31,12 @@ def _train(args: argparse.Namespace) -> int:
     _enable_compilation_cache()
     result = train(cfg, args.workdir, progress=not args.no_progress, stop_at=args.stop_at)
     print(f"step {result['step']} of {cfg.train.num_steps}: workdir {args.workdir}")
-    if result["retrieval"] is None:
+    if result["preempted"]:
+        print(f"SIGTERM: saved a checkpoint at step {result['step']}; rerun the same command "
+              "to continue")
+    elif result["step"] < cfg.train.num_steps:
         print("stopped early with a checkpoint; rerun the same command to continue")
-    else:
+    elif result["retrieval"] is not None:
         print(format_table(result["retrieval"]))
     return 0
 

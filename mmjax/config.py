@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import keyword
 import types
 import typing
 from pathlib import Path
@@ -150,17 +151,53 @@ class OptimConfig:
     b1: float = 0.9
     b2: float = 0.98
     grad_clip_norm: float = 1.0
+    freeze: str = ""  # regex over parameter paths ('encoders_image/...') left untrained (LiT)
+    layer_decay: float = 1.0  # < 1: block i of n trains at lr * layer_decay**(n - i)
+
+
+@dataclasses.dataclass
+class ObjectivesConfig:
+    """The training losses and their weights; a weight of 0 turns an objective off."""
+
+    contrastive: float = 1.0
+    contrastive_loss: str = "softmax"  # softmax (CLIP InfoNCE) | sigmoid (SigLIP)
+    contrastive_pairs: tuple[str, ...] = ("image-report",)  # any two modalities, 'a-b'
+    mlm: float = 0.0  # masked language modelling of the report
+    mlm_probability: float = 0.15
+    mae: float = 0.0  # masked autoencoding of each of mae_modalities
+    mae_modalities: tuple[str, ...] = ("image",)
+    mae_mask_ratio: float = 0.75
+    matching: float = 0.0  # image-text matching on the fused vector, mined hard negatives
+    matching_pair: str = "image-report"
+    caption: float = 0.0  # teacher-forced report generation
+    diagnosis: float = 0.0  # multi-label findings from the fused vector
+    diagnosis_loss: str = "bce"  # bce | focal
+    focal_gamma: float = 2.0
+    class_weights: bool = False  # positives weighted by (1 - p) / p from train prevalence
+    risk: float = 0.0  # the binary risk outcome from the fused vector
+    weighting: str = "fixed"  # fixed | uncertainty (learned, Kendall et al. 2018)
+
+
+@dataclasses.dataclass
+class InitConfig:
+    """Where parameters start; the rest are freshly initialised."""
+
+    from_: str = ""  # `--set init.from=W`: a workdir whose latest params are loaded by name
+    text_from: str = ""  # a BERT-style checkpoint (safetensors) for the report encoder
 
 
 @dataclasses.dataclass
 class TrainConfig:
     seed: int = 0
-    loss: str = "softmax"  # softmax (CLIP InfoNCE) | sigmoid (SigLIP)
-    batch_size: int = 64
+    batch_size: int = 64  # global, across every device and host
+    accumulation_steps: int = 1  # micro-batches per step; exact for contrastive losses too
     num_steps: int = 200
     log_every: int = 10
     checkpoint_every: int = 100
-    max_checkpoints: int = 2
+    max_checkpoints: int = 2  # the newest N are kept ...
+    keep_checkpoint_every: int = 0  # ... and every K-th step's forever (0: none)
+    tensorboard: bool = True  # also write workdir/tensorboard event files
+    peak_tflops: float = 0.0  # per device, for MFU; 0 = from the device kind (CPU: unknown)
 
 
 @dataclasses.dataclass
@@ -171,7 +208,13 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class ParallelConfig:
-    data: int = -1  # devices on the data axis; -1 takes all local devices
+    """How devices are used. mesh: jit over a (data, fsdp, tensor) mesh, parameters sharded
+    by the logical-axis rules; pmap: replicated parameters, gradients averaged."""
+
+    strategy: str = "mesh"  # mesh | pmap
+    data: int = -1  # devices on the data axis; -1 takes the devices the others leave
+    fsdp: int = 1  # parameters and batch split over this axis (ZeRO-3 style)
+    tensor: int = 1  # matmul dimensions (mlp, heads, vocab) split over this axis
 
 
 @dataclasses.dataclass
@@ -179,14 +222,27 @@ class Config:
     name: str = "unnamed"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    objectives: ObjectivesConfig = dataclasses.field(default_factory=ObjectivesConfig)
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
 
+def _key(attribute: str) -> str:
+    """The config key of a field: `from_` is spelt `init.from` (a Python keyword)."""
+    stripped = attribute.removesuffix("_")
+    return stripped if keyword.iskeyword(stripped) else attribute
+
+
+def _attribute(key: str) -> str:
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """Field types by config key."""
+    return {_key(name): annotation for name, annotation in typing.get_type_hints(cls).items()}
 
 
 def leaf_keys(cfg: Any, prefix: str = "") -> list[str]:
@@ -194,7 +250,7 @@ def leaf_keys(cfg: Any, prefix: str = "") -> list[str]:
     keys = []
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
-        path = f"{prefix}{field.name}"
+        path = f"{prefix}{_key(field.name)}"
         if dataclasses.is_dataclass(value):
             keys.extend(leaf_keys(value, path + "."))
         else:
@@ -258,7 +314,7 @@ def override(cfg: Config, assignment: str) -> None:
     node = _parent_of(cfg, key)
     name = key.rsplit(".", 1)[-1]
     annotation = _field_types(type(node))[name]
-    setattr(node, name, _parse_value(text, annotation, key))
+    setattr(node, _attribute(name), _parse_value(text, annotation, key))
 
 
 def _parent_of(cfg: Any, key: str) -> Any:
@@ -269,8 +325,12 @@ def _parent_of(cfg: Any, key: str) -> Any:
     return _get(cfg, key.rpartition(".")[0]) if "." in key else cfg
 
 
-def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return {
+        _key(field.name): (to_dict(value) if dataclasses.is_dataclass(value) else value)
+        for field in dataclasses.fields(cfg)
+        for value in [getattr(cfg, field.name)]
+    }
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
@@ -286,9 +346,9 @@ def from_dict(data: dict[str, Any], cls: type = Config, prefix: str = "") -> Any
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{key}' expects a section, got {value!r}")
-            kwargs[name] = from_dict(value, annotation, key + ".")
+            kwargs[_attribute(name)] = from_dict(value, annotation, key + ".")
         else:
-            kwargs[name] = _coerce(value, annotation, key)
+            kwargs[_attribute(name)] = _coerce(value, annotation, key)
     return cls(**kwargs)
 
 
@@ -335,5 +395,5 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def _get(cfg: Any, key: str) -> Any:
     for part in key.split("."):
-        cfg = getattr(cfg, part)
+        cfg = getattr(cfg, _attribute(part))
     return cfg

@@ -37,6 +37,17 @@ def smoke_dataset(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def all_modalities_dataset(tmp_path_factory) -> Path:
+    """A small SynthMed dataset with every modality (32 px images, 8-frame echo, ECG)."""
+    from mmjax.data.write_synthmed import write_synthmed
+
+    path = tmp_path_factory.mktemp("all_modalities")
+    write_synthmed(path, 576, 64, image_size=32, frames=8, vocab_size=512, workers=1,
+                   progress=False)
+    return path
+
+
 def tiny_config(dataset: Path) -> Config:
     """The smoke experiment on `dataset`: trains in seconds on 2 cores and still learns."""
     return config_lib.load(SMOKE_CONFIG, [f"data.path={dataset}"])

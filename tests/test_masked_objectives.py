@@ -14,7 +14,11 @@ SPECIAL = (PAD, 7, CLS, SEP, MASK)  # not contiguous, as in a loaded BERT vocabu
 
 # Jitted, as the trainer runs them (and one compile each beats op-by-op dispatch).
 mask_tokens = jax.jit(masked.mask_tokens, static_argnums=(3, 4, 5))
-random_keep = jax.jit(masked.random_keep, static_argnums=(1, 2, 3))
+random_keep = jax.jit(masked.random_keep, static_argnums=(1, 2))
+
+
+def _keys(seed, n):
+    return jax.random.split(jax.random.key(seed), n)
 mlm_loss, caption_loss = jax.jit(masked.mlm_loss), jax.jit(masked.caption_loss)
 mae_loss = jax.jit(masked.mae_loss, static_argnums=4)
 
@@ -39,7 +43,7 @@ def _log_softmax(x):
 
 def test_mask_tokens_follows_bert_proportions():
     ids, mask = _reports()
-    inputs, selected = mask_tokens(jax.random.key(0), ids, mask, MASK, VOCAB, SPECIAL)
+    inputs, selected = mask_tokens(_keys(0, len(ids)), ids, mask, MASK, VOCAB, SPECIAL)
     ids, mask, inputs, selected = map(np.asarray, (ids, mask, inputs, selected))
     candidates = mask & ~np.isin(ids, SPECIAL)
     assert not (selected & ~candidates).any()  # never padding, [CLS] or [SEP]
@@ -55,11 +59,14 @@ def test_mask_tokens_follows_bert_proportions():
 
 def test_mask_tokens_is_deterministic_per_key():
     ids, mask = _reports()
-    first, second, other = (mask_tokens(jax.random.key(k), ids, mask, MASK, VOCAB, SPECIAL)
+    first, second, other = (mask_tokens(_keys(k, len(ids)), ids, mask, MASK, VOCAB, SPECIAL)
                             for k in (1, 1, 2))
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     assert (first[1] != other[1]).any()
+    # An example's mask depends on its own key only, not on the rest of the batch.
+    half = mask_tokens(_keys(1, len(ids))[:8], ids[:8], mask[:8], MASK, VOCAB, SPECIAL)
+    np.testing.assert_array_equal(half[1], first[1][:8])
 
 
 def _tokens(seed=0):
@@ -92,7 +99,7 @@ def test_caption_loss_predicts_the_next_real_token():
 
 
 def test_random_keep_is_a_random_subset_and_its_complement():
-    keep, hidden = random_keep(jax.random.key(0), 16, 20, mask_ratio=0.75)
+    keep, hidden = random_keep(_keys(0, 16), 20, mask_ratio=0.75)
     keep, hidden = np.asarray(keep), np.asarray(hidden)
     assert keep.shape == (16, 5) and keep.dtype == np.int32
     assert (np.diff(keep, axis=1) > 0).all()  # ascending, hence unique
@@ -100,7 +107,7 @@ def test_random_keep_is_a_random_subset_and_its_complement():
     np.put_along_axis(visible, keep, True, axis=1)
     np.testing.assert_array_equal(hidden, ~visible)
     assert len({tuple(row) for row in keep}) > 1
-    one = jax.eval_shape(lambda key: masked.random_keep(key, 2, 20, 0.99), jax.random.key(0))
+    one = jax.eval_shape(lambda keys: masked.random_keep(keys, 20, 0.99), _keys(0, 2))
     assert one[0].shape == (2, 1)
 
 

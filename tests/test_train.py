@@ -49,7 +49,8 @@ def test_metrics_log_every_logged_step(trained):
     for row in rows:
         assert row["examples_per_sec"] > 0 and np.isfinite(row["loss"])
         assert {"grad_norm", "learning_rate", "temperature", "data_wait_fraction",
-                "text_truncated_fraction"} <= set(row)
+                "text_truncated_fraction", "loss/contrastive/image-report"} <= set(row)
+        assert row["loss"] == row["loss/contrastive/image-report"]  # the only objective
         assert 0 <= row["text_truncated_fraction"] < 0.05
 
 
@@ -117,7 +118,7 @@ def test_one_device_and_eight_devices_give_the_same_losses(tmp_path, smoke_datas
 
 def test_sigmoid_loss_trains_too(tmp_path, smoke_dataset):
     cfg = tiny_config(smoke_dataset)
-    cfg.train.loss = "sigmoid"
+    cfg.objectives.contrastive_loss = "sigmoid"
     cfg.train.num_steps, cfg.train.log_every = 100, 10
     train(cfg, tmp_path, progress=False)
     losses = [row["loss"] for row in metrics_lib.read(tmp_path / "metrics.jsonl")]
@@ -126,6 +127,6 @@ def test_sigmoid_loss_trains_too(tmp_path, smoke_dataset):
 
 def test_unknown_loss_is_named(tmp_path, smoke_dataset):
     cfg = tiny_config(smoke_dataset)
-    cfg.train.loss = "triplet"
-    with pytest.raises(config_lib.ConfigError, match="train.loss 'triplet'"):
+    cfg.objectives.contrastive_loss = "triplet"
+    with pytest.raises(config_lib.ConfigError, match="objectives.contrastive_loss 'triplet'"):
         train(cfg, tmp_path, progress=False)

@@ -105,8 +105,7 @@ class TextEncoder(_TokenEncoder):
                                 exact_gelu=cfg.exact_gelu)
         self.token_embed = nn.Embed(
             self.vocab_size, cfg.width, dtype=o.dtype, param_dtype=o.param_dtype,
-            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                        ("vocab", "embed")),
+            embedding_init=kernel_init("vocab", "embed", init=nn.initializers.normal(0.02)),
         )
         self.pos_embed = PositionEmbed("learned", cfg.max_positions)
         if cfg.type_vocab_size:

@@ -13,11 +13,14 @@ LECUN_NORMAL = nn.initializers.lecun_normal()
 
 
 def kernel_init(*axes: str | None, init=LECUN_NORMAL):
-    return nn.with_logical_partitioning(init, axes)
+    # rules=(): the names only place parameters (parallel/rules.py). Constraining on
+    # unbox would break DenseGeneral, which unboxes its kernel before reshaping it to
+    # the named rank (flax#3676), and projections that name `embed` twice.
+    return nn.with_logical_partitioning(init, axes, rules=())
 
 
 def bias_init(*axes: str):
-    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+    return kernel_init(*axes, init=nn.initializers.zeros_init())
 
 
 def dense(features, in_axis: str, out_axes, dtype: Dtype, param_dtype: Dtype, name: str,
@@ -34,7 +37,7 @@ def dense(features, in_axis: str, out_axes, dtype: Dtype, param_dtype: Dtype, na
 def layer_norm(dtype: Dtype, param_dtype: Dtype, name: str, eps: float = 1e-6) -> nn.LayerNorm:
     return nn.LayerNorm(
         epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        scale_init=kernel_init("embed", init=nn.initializers.ones_init()),
         bias_init=bias_init("embed"),
     )
 

@@ -87,6 +87,10 @@ class MultimodalModel(nn.Module):
                 "video": (cfg.video.tubelet_frames, cfg.video.patch_size, cfg.video.patch_size)
                 }[modality]
 
+    def num_patches(self, modality: str, batch: dict) -> int:
+        sizes, patch = batch[modality].shape[1:-1], self._patch(modality)
+        return math.prod(s // p for s, p in zip(sizes, patch, strict=True))
+
     def mae(self, modality: str, batch: dict, keep):
         """MAE: encode only the patches at `keep` [B, K], predict every patch's values.
 

@@ -1,16 +1,19 @@
 """Contrastive losses: softmax InfoNCE (CLIP) and sigmoid (SigLIP), over pairs that exist.
 
 The plain functions compute the loss of one global batch. The `sharded_*` versions do the
-same over a batch split on a mesh axis with explicit communication (jax.shard_map): each
+same over a batch split on mesh axes with explicit communication (jax.shard_map): each
 device scores only its own rows, against gathered columns (softmax, O(n*N) logits memory
 instead of O(N^2)) or against text chunks passed round a ring with ppermute (sigmoid,
 O(n^2)). Gradients flow through the collectives, so they equal the global-batch gradients.
+The per-device bodies (`*_local`) are public so the pmap strategy runs the same code.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
+
+from mmjax.parallel.mesh import BATCH_AXES
 
 # Finite, so masked entries keep finite gradients (an -inf would turn into NaN).
 _MASKED_LOGIT = -1e9
@@ -54,8 +57,9 @@ def sigmoid_loss(image_emb, text_emb, scale, bias, valid=None):
     return total / jnp.maximum(valid.sum(), 1)
 
 
-def sharded_softmax_infonce(mesh, axis: str = "data"):
-    """softmax_infonce over a batch sharded on `axis`: local rows, all-gathered columns."""
+def softmax_infonce_local(axis=BATCH_AXES):
+    """Per-device softmax_infonce of a batch split over `axis` (a name or a tuple, whose
+    devices are ordered as the batch is): local rows against all-gathered columns."""
     def local(image_emb, text_emb, scale, valid):
         gather = lambda x: jax.lax.all_gather(x, axis, tiled=True)  # noqa: E731
         all_images, all_texts, all_valid = gather(image_emb), gather(text_emb), gather(valid)
@@ -67,20 +71,16 @@ def sharded_softmax_infonce(mesh, axis: str = "data"):
         total = jax.lax.psum(jnp.sum(jnp.where(valid, per_pair, 0.0)), axis)
         return total / jnp.maximum(jax.lax.psum(valid.sum(), axis), 1)
 
-    data, replicated = PartitionSpec(axis), PartitionSpec()
-    return jax.shard_map(local, mesh=mesh, in_specs=(data, data, replicated, data),
-                         out_specs=replicated)
+    return local
 
 
-def sharded_sigmoid_loss(mesh, axis: str = "data"):
-    """sigmoid_loss over a batch sharded on `axis`: text chunks travel round a ring, so
-    no device ever holds more than two chunks of texts."""
-    size = mesh.shape[axis]
-    ring = [(i, (i + 1) % size) for i in range(size)]
-
+def sigmoid_loss_local(axis=BATCH_AXES):
+    """Per-device sigmoid_loss of a batch split over `axis`: text chunks travel round a
+    ring (in the linear order of the axes), so no device holds more than two chunks."""
     def local(image_emb, text_emb, scale, bias, valid):
-        n = image_emb.shape[0]
-        own = jnp.eye(n, dtype=bool)
+        size = jax.lax.axis_size(axis)
+        ring = [(i, (i + 1) % size) for i in range(size)]
+        own = jnp.eye(image_emb.shape[0], dtype=bool)
         total = _sigmoid_terms(image_emb, text_emb, scale, bias, own, valid, valid)
         texts, text_valid = text_emb, valid
         for _ in range(size - 1):  # every other device's texts are negatives
@@ -90,6 +90,19 @@ def sharded_sigmoid_loss(mesh, axis: str = "data"):
                                     text_valid)
         return jax.lax.psum(total, axis) / jnp.maximum(jax.lax.psum(valid.sum(), axis), 1)
 
-    data, replicated = PartitionSpec(axis), PartitionSpec()
-    return jax.shard_map(local, mesh=mesh, in_specs=(data, data, replicated, replicated, data),
+    return local
+
+
+def sharded_softmax_infonce(mesh, axis=BATCH_AXES):
+    """softmax_infonce of a batch sharded over the mesh axes `axis`."""
+    batch, replicated = PartitionSpec(axis), PartitionSpec()
+    return jax.shard_map(softmax_infonce_local(axis), mesh=mesh,
+                         in_specs=(batch, batch, replicated, batch), out_specs=replicated)
+
+
+def sharded_sigmoid_loss(mesh, axis=BATCH_AXES):
+    """sigmoid_loss of a batch sharded over the mesh axes `axis`."""
+    batch, replicated = PartitionSpec(axis), PartitionSpec()
+    return jax.shard_map(sigmoid_loss_local(axis), mesh=mesh,
+                         in_specs=(batch, batch, replicated, replicated, batch),
                          out_specs=replicated)

@@ -12,15 +12,23 @@ from mmjax.objectives.terms import term
 MASK_FRACTION, RANDOM_FRACTION = 0.8, 0.1  # of the selected tokens; the rest stay as they are
 
 
-def mask_tokens(rng, ids, mask, mask_id: int, vocab_size: int, special_ids, probability=0.15):
+def _uniform_per_example(rngs, shape):
+    """Uniform draws [B, *shape] from one key per example, so an example's mask does not
+    depend on how the batch is split over devices or micro-batches."""
+    return jax.vmap(lambda key: jax.random.uniform(key, shape))(rngs)
+
+
+def mask_tokens(rngs, ids, mask, mask_id: int, vocab_size: int, special_ids, probability=0.15):
     """BERT masking. Selects each real (`mask`) non-special token with `probability`;
     of those, 80% become `mask_id`, 10% a random non-special token, 10% stay unchanged,
     so the model cannot tell from the input which tokens it is scored on.
 
-    `special_ids` are Python ints (a loaded BERT vocabulary has its own ids). Returns
-    (inputs, selected), selected bool [B, L] marking the tokens to predict.
+    `rngs` holds one key per example [B]. `special_ids` are Python ints (a loaded BERT
+    vocabulary has its own ids). Returns (inputs, selected), selected bool [B, L]
+    marking the tokens to predict.
     """
-    select, action, pick = jax.random.uniform(rng, (3, *ids.shape))  # independent per token
+    draws = _uniform_per_example(rngs, (3, ids.shape[1]))  # independent per token
+    select, action, pick = jnp.moveaxis(draws, 1, 0)
     special = jnp.isin(ids, jnp.asarray(special_ids, ids.dtype))
     selected = mask & ~special & (select < probability)
     ordinary = jnp.asarray(np.setdiff1d(np.arange(vocab_size), special_ids), ids.dtype)
@@ -38,14 +46,16 @@ def mlm_loss(logits, targets, selected, present=None):
     return term(losses, selected, present)
 
 
-def random_keep(rng, batch_size: int, num_patches: int, mask_ratio=0.75):
-    """A uniformly random visible subset per example, as in MAE.
+def random_keep(rngs, num_patches: int, mask_ratio=0.75):
+    """A uniformly random visible subset per example, as in MAE, from one key per
+    example (`rngs` [B]).
 
     Returns keep int32 [B, K], ascending, with K = max(1, round(num_patches *
     (1 - mask_ratio))), and hidden bool [B, num_patches], True on the masked patches.
     """
     visible = max(1, round(num_patches * (1 - mask_ratio)))
-    noise = jax.random.uniform(rng, (batch_size, num_patches))
+    noise = _uniform_per_example(rngs, (num_patches,))
+    batch_size = noise.shape[0]
     keep = jnp.sort(jnp.argsort(noise, axis=1)[:, :visible], axis=1).astype(jnp.int32)
     rows = jnp.arange(batch_size)[:, None]
     hidden = jnp.ones((batch_size, num_patches), bool).at[rows, keep].set(False)

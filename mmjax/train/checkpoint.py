@@ -9,13 +9,19 @@ from mmjax.train.state import TrainState
 
 
 class Checkpointer:
-    """Async saves every `every` steps and at the end, keeping the last `keep`."""
+    """Async saves every `every` steps and at the end, keeping the last `keep` and,
+    when `keep_every` > 0, every step that is a multiple of it.
 
-    def __init__(self, directory: str | Path, every: int, keep: int):
+    Orbax writes to a temporary folder and renames it when complete, so the newest
+    *listed* step is always a whole checkpoint, even after a kill mid-write.
+    """
+
+    def __init__(self, directory: str | Path, every: int, keep: int, keep_every: int = 0):
         self.every = every
         self.manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 keep_period=keep_every or None),
         )
 
     def latest_step(self) -> int | None:

@@ -1,27 +1,43 @@
-"""The training run, top to bottom: workdir, mesh, input, model, shard, resume, loop, evals."""
+"""The training run, top to bottom: workdir, input, model, shard, warm start, resume,
+compile, loop (logs, checkpoints, SIGTERM), evals."""
 
+import dataclasses
 import json
 import logging
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import flax.linen as nn
 import jax
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from mmjax import config as config_lib
 from mmjax.data import pipeline
+from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.eval.embed import embed_pairs
 from mmjax.eval.retrieval import retrieval_metrics
 from mmjax.nn.model import MultimodalModel
+from mmjax.objectives.supervised import positive_weights
+from mmjax.parallel import rules
 from mmjax.parallel.mesh import batch_sharding, check_divisible, make_mesh, replicated
 from mmjax.train import state as state_lib
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.metrics import MetricsLog, Throughput
+from mmjax.train.losses import LOG_VARIANCES, Objectives
+from mmjax.train.metrics import MetricsLog, Throughput, compiled_step_flops, peak_flops
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
-from mmjax.train.step import as_float32, make_embed_fns, make_train_step
+from mmjax.train.step import StepBuilder, as_float32, make_embed_fns, split_params
+from mmjax.train.warm_start import warm_start
 
 # Keys that fix the checkpoint's shapes or the meaning of its inputs; a workdir keeps them.
-FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "data.tokenizer")
+FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "data.tokenizer",
+               "objectives.weighting", "parallel.strategy")
+STRATEGIES = ("mesh", "pmap")
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,174 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
     config_lib.save(cfg, path)
 
 
+@dataclasses.dataclass
+class Input:
+    """The training split as per-host batches; batch s is a pure function of (seed, s)."""
+
+    tokenizer: object
+    transform: pipeline.ExampleTransform
+    batches: object  # grain MapDataset
+    label_names: tuple[str, ...]
+    label_prevalence: np.ndarray | None
+
+
+def open_input(cfg: config_lib.Config) -> Input:
+    tokenizer = pipeline.load_tokenizer(cfg.data)
+    source, transform = pipeline.open_split(cfg.data, cfg.data.train_split, tokenizer)
+    batches = pipeline.train_batches(
+        source, transform, cfg.train.batch_size // jax.process_count(), cfg.train.seed,
+        jax.process_index(), jax.process_count(),
+    )
+    manifest = source.manifest
+    prevalence = manifest.attributes.get("label_prevalence", {}).get(cfg.data.train_split)
+    return Input(tokenizer, transform, batches, tuple(manifest.label_names),
+                 None if prevalence is None else np.asarray(prevalence, np.float32))
+
+
+@dataclasses.dataclass
+class Run:
+    """What the loop needs: the model, its sharded state and the (uncompiled) step."""
+
+    mesh: jax.sharding.Mesh
+    model: MultimodalModel
+    objectives: Objectives
+    schedule: optax.Schedule
+    state: state_lib.TrainState  # pmap: replicated over the leading device axis
+    param_shardings: object
+    train_step: Callable
+    to_device: Callable  # per-host numpy batch -> what train_step takes
+    strategy: str
+    local_devices: list  # pmap: the devices holding a replica
+
+    def host_state(self) -> state_lib.TrainState:
+        """The state as one copy (pmap keeps one per device)."""
+        if self.strategy == "pmap":
+            return jax.tree.map(lambda x: x[0], self.state)
+        return self.state
+
+
+def _replicate(tree, devices):
+    """pmap's layout: a leading axis with one copy per device."""
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("replica",)), PartitionSpec("replica"))
+    return jax.tree.map(
+        lambda x: jax.device_put(np.repeat(np.asarray(x)[None], len(devices), 0), sharding),
+        jax.device_get(tree))
+
+
+def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
+          devices=None, label_prevalence=None) -> Run:
+    """Mesh, model, objectives, optimizer, initialised sharded state and train step."""
+    strategy = cfg.parallel.strategy
+    if strategy not in STRATEGIES:
+        raise config_lib.ConfigError(f"parallel.strategy '{strategy}' is unknown; choose from "
+                                     f"{', '.join(STRATEGIES)}")
+    if strategy == "pmap" and cfg.train.accumulation_steps > 1:
+        raise config_lib.ConfigError("train.accumulation_steps > 1 needs parallel.strategy=mesh")
+    mesh = make_mesh(cfg.parallel, devices)
+    check_divisible(cfg.train.batch_size // max(cfg.train.accumulation_steps, 1), mesh,
+                    "train.batch_size / train.accumulation_steps")
+    check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
+
+    special = tokenizer_lib.special_ids(tokenizer)
+    weights = (tuple(float(w) for w in positive_weights(label_prevalence))
+               if cfg.objectives.class_weights and label_prevalence is not None else None)
+    if cfg.objectives.class_weights and weights is None:
+        raise config_lib.ConfigError("objectives.class_weights needs the dataset's label "
+                                     "prevalence, which its manifest lacks")
+    objectives = Objectives(cfg.objectives, tuple(cfg.data.modalities),
+                            tokenizer.get_vocab_size(), special["[MASK]"],
+                            tuple(special.values()), num_labels, weights)
+    model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), tuple(cfg.data.modalities),
+                            num_labels)
+
+    # Parameters: abstract first, so every one is created directly where the rules put it.
+    def init_variables(batch):
+        rng = jax.random.key(cfg.train.seed)
+        return model.init(rng, batch, rng, method=objectives.forward)
+
+    # Outside the sharding context: flax would constrain boxed kernels mid-init.
+    abstract = jax.eval_shape(init_variables, example_batch)
+    param_shardings = rules.param_shardings(mesh, abstract["params"])
+    log_variances = objectives.init_log_variances()
+    if log_variances is not None:
+        param_shardings = {**param_shardings,
+                           LOG_VARIANCES: {k: replicated(mesh) for k in log_variances}}
+    init_params = jax.jit(lambda b: nn.meta.unbox(init_variables(b)["params"]),
+                          out_shardings=split_params(param_shardings)[0])
+    params = init_params(example_batch)
+    if log_variances is not None:
+        params = {**params, LOG_VARIANCES: log_variances}
+    params = warm_start(params, cfg.init, cfg.model.text)
+
+    num_steps = cfg.train.num_steps
+    schedule = learning_rate_schedule(cfg.optim, num_steps)
+    tx = make_optimizer(cfg.optim, num_steps, params)
+    opt_shardings = rules.like_params(jax.eval_shape(tx.init, params), params,
+                                      param_shardings, mesh)
+    state_shardings = state_lib.TrainState(replicated(mesh), param_shardings, opt_shardings,
+                                           replicated(mesh))
+    state = jax.jit(lambda p: state_lib.create(p, tx, cfg.train.seed),
+                    out_shardings=state_shardings)(params)
+
+    builder = StepBuilder(model, objectives, tx, schedule)
+    local = jax.local_devices() if devices is None else list(mesh.devices.flat)
+    if strategy == "pmap":
+        state = _replicate(state, local)
+
+        def to_device(batch):
+            return jax.tree.map(lambda x: x.reshape(len(local), -1, *x.shape[1:]), batch)
+
+        train_step = builder.pmap_step()
+    else:
+        def to_device(batch):
+            return jax.make_array_from_process_local_data(batch_sharding(mesh), batch)
+
+        with rules.sharding_context(mesh):
+            train_step = builder.mesh_step(mesh, state_shardings, cfg.train.accumulation_steps)
+    return Run(mesh, model, objectives, schedule, state, param_shardings, train_step,
+               to_device, strategy, local)
+
+
+class _Preemption:
+    """Notes SIGTERM (preemption, scancel, Ctrl-\\) so the loop can checkpoint and stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: signals cannot be caught here
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def agreed(self) -> bool:
+        """True on every host once any host was asked to stop, so all save together."""
+        if jax.process_count() == 1:
+            return self.requested
+        return bool(np.any(multihost_utils.process_allgather(np.bool_(self.requested))))
+
+
+def _compile(run: Run, example_batch):
+    """AOT-compiles the step so step timings exclude compilation; returns the compiled
+    step and its FLOPs per device (None when XLA does not say)."""
+    start = time.perf_counter()
+    if run.strategy == "pmap":  # pmap has no AOT path worth the complexity; warm-up below
+        return run.train_step, None
+    with rules.sharding_context(run.mesh):
+        compiled = run.train_step.lower(run.state, example_batch).compile()
+    log.info("train step compiled in %.1f s", time.perf_counter() - start)
+    return compiled, compiled_step_flops(compiled)
+
+
 def train(
     cfg: config_lib.Config,
     workdir: str | Path,
@@ -55,103 +239,99 @@ def train(
     """Trains (or resumes) to cfg.train.num_steps, then evaluates held-out retrieval.
 
     `stop_at` ends this invocation after that step with a checkpoint and no eval, for
-    jobs that must fit a time slot; rerunning continues exactly where it stopped.
-    Returns a dict with the step, the last logged metrics, the retrieval metrics
-    (None when stopped early) and the state.
+    jobs that must fit a time slot; SIGTERM does the same at the next step. Rerunning
+    continues exactly where it stopped. Returns a dict with the step, the last logged
+    metrics, the retrieval metrics (None when stopped early), whether it was preempted,
+    and the state.
     """
     workdir = Path(workdir)
     prepare_workdir(cfg, workdir)
 
-    # ---- Mesh: every device on the data axis.
-    mesh = make_mesh(cfg.parallel, devices)
-    check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
-    check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
+    # ---- Input, then everything that depends on the model.
+    data = open_input(cfg)
+    first = data.batches[0]
+    run = build(cfg, data.tokenizer, first, len(data.label_names), devices,
+                data.label_prevalence)
 
-    # ---- Input: per-host batches; the batch of step s is a pure function of (seed, s).
-    tokenizer = pipeline.load_tokenizer(cfg.data)
-    train_source, transform = pipeline.open_split(cfg.data, cfg.data.train_split, tokenizer)
-    batches = pipeline.train_batches(
-        train_source, transform, cfg.train.batch_size // jax.process_count(), cfg.train.seed,
-        jax.process_index(), jax.process_count(),
-    )
-
-    def to_global(local_batch):
-        return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)
-
-    # ---- Model and optimizer.
-    model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), ("image", "report"))
-    num_steps = cfg.train.num_steps
-    schedule = learning_rate_schedule(cfg.optim, num_steps)
-    tx = make_optimizer(cfg.optim, num_steps)
-
-    # ---- Shard: initialise directly into replicated placement.
-    def init(rng, batch):
-        return state_lib.create(model, tx, rng, batch, method=model.contrastive)
-
-    first_batch = to_global(batches[0])
-    state = jax.jit(init, out_shardings=replicated(mesh))(
-        jax.random.key(cfg.train.seed), first_batch
-    )
-
-    # ---- Resume from the newest complete checkpoint, if any.
-    checkpointer = Checkpointer(
-        workdir / "checkpoints", cfg.train.checkpoint_every, cfg.train.max_checkpoints
-    )
+    # ---- Resume from the newest complete checkpoint, if any (it wins over init.from).
+    checkpointer = Checkpointer(workdir / "checkpoints", cfg.train.checkpoint_every,
+                                cfg.train.max_checkpoints, cfg.train.keep_checkpoint_every)
     if checkpointer.latest_step() is not None:
-        state = checkpointer.restore(state)
-        log.info("resumed from step %d of %s", int(state.step), workdir)
-    start = int(state.step)
+        restored = checkpointer.restore(run.host_state())
+        run.state = (_replicate(restored, run.local_devices) if run.strategy == "pmap"
+                     else restored)
+        log.info("resumed from step %d of %s", int(run.host_state().step), workdir)
+    start = int(run.host_state().step)
+    num_steps = cfg.train.num_steps
     end = num_steps if stop_at is None else min(stop_at, num_steps)
 
-    # ---- Compile once, ahead of time, so step timings exclude compilation.
-    compile_start = time.perf_counter()
-    train_step = make_train_step(model, tx, schedule, mesh, cfg.train.loss)
-    train_step = train_step.lower(state, first_batch).compile()
-    log.info("train step compiled in %.1f s", time.perf_counter() - compile_start)
+    train_step, step_flops = _compile(run, run.to_device(first))
+    peak = peak_flops(run.mesh.devices.flat[0].device_kind, cfg.train.peak_tflops)
 
     # ---- Loop.
-    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    is_writer = jax.process_index() == 0
+    metrics_log = MetricsLog(workdir / "metrics.jsonl",
+                             workdir / "tensorboard" if cfg.train.tensorboard and is_writer
+                             else None)
     throughput = Throughput()
-    last_metrics = {}
-    inputs = pipeline.iterate(batches, start, cfg.data.workers)
+    last_metrics, preempted = {}, False
+    inputs = pipeline.iterate(data.batches, start, cfg.data.workers)
     data_wait = 0.0
-    with tqdm(total=num_steps, initial=start, desc="train", disable=not progress) as bar:
+    with (tqdm(total=num_steps, initial=start, desc="train", disable=not progress) as bar,
+          _Preemption() as preemption):
         for step in range(start, end):
             wait_start = time.perf_counter()
-            batch = to_global(next(inputs))
+            batch = run.to_device(next(inputs))
             data_wait += time.perf_counter() - wait_start
-            state, metrics = train_step(state, batch)
+            run.state, metrics = train_step(run.state, batch)
             throughput.add(cfg.train.batch_size)
             done = step + 1
+            preempted = preemption.agreed()
             if done % cfg.train.log_every == 0 or done == num_steps:
+                if run.strategy == "pmap":
+                    metrics = jax.tree.map(lambda x: x[0], metrics)
                 last_metrics = as_float32(metrics)
                 elapsed = throughput.elapsed()
-                last_metrics["examples_per_sec"] = throughput.measure()
+                last_metrics["examples_per_sec"], step_time = throughput.measure()
                 last_metrics["data_wait_fraction"] = min(data_wait / elapsed, 1.0)
+                if step_flops and peak:
+                    last_metrics["mfu"] = step_flops / step_time / peak
                 data_wait = 0.0
-                metrics_log.write(done, last_metrics)
-                bar.set_postfix(
-                    loss=f"{last_metrics['loss']:.3f}",
-                    ex_per_s=f"{last_metrics['examples_per_sec']:.0f}",
-                )
-            checkpointer.maybe_save(state, done, final=done == end)
+                if is_writer:
+                    metrics_log.write(done, last_metrics)
+                bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
+                                ex_per_s=f"{last_metrics['examples_per_sec']:.0f}")
+            checkpointer.maybe_save(run.host_state(), done, final=done == end or preempted)
             bar.update(1)
+            if preempted:
+                log.warning("SIGTERM: saved the checkpoint of step %d; rerun to resume", done)
+                end = done
+                break
     checkpointer.close()
     metrics_log.close()
-    if end < num_steps:
-        return {"step": end, "metrics": last_metrics, "retrieval": None, "state": state}
+    state = run.host_state()
+    result = {"step": end, "metrics": last_metrics, "retrieval": None, "state": state,
+              "preempted": preempted}
+    if end < num_steps or not {"image", "report"} <= set(cfg.data.modalities):
+        return result
 
     # ---- Evals on the held-out split: every pair with both an image and a report.
-    eval_source, eval_transform = pipeline.open_split(cfg.data, cfg.data.eval_split, tokenizer)
+    def to_global(local_batch):
+        return jax.make_array_from_process_local_data(batch_sharding(run.mesh), local_batch)
+
+    eval_source, eval_transform = pipeline.open_split(cfg.data, cfg.data.eval_split,
+                                                      data.tokenizer)
     eval_batches = pipeline.eval_batches(
         eval_source, eval_transform, cfg.eval.batch_size // jax.process_count(),
         jax.process_index(), jax.process_count(),
     )
+    model_params, _ = split_params(state.params)
+    param_shardings, _ = split_params(run.param_shardings)
     image_emb, text_emb = embed_pairs(
-        *make_embed_fns(model, mesh), state.params, map(to_global, eval_batches)
-    )
+        *make_embed_fns(run.model, run.mesh, param_shardings),
+        jax.device_put(model_params, param_shardings), map(to_global, eval_batches))
     retrieval = retrieval_metrics(image_emb, text_emb, cfg.eval.recall_at)
-    (workdir / "eval").mkdir(exist_ok=True)
-    (workdir / "eval" / "retrieval.json").write_text(json.dumps(retrieval, indent=2) + "\n")
-    return {"step": int(state.step), "metrics": last_metrics, "retrieval": retrieval,
-            "state": state}
+    if is_writer:
+        (workdir / "eval").mkdir(exist_ok=True)
+        (workdir / "eval" / "retrieval.json").write_text(json.dumps(retrieval, indent=2) + "\n")
+    return {**result, "retrieval": retrieval}

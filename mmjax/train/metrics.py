@@ -1,21 +1,65 @@
-"""Training logs: one JSON object per logged step in workdir/metrics.jsonl."""
+"""Training logs: one JSON object per logged step in workdir/metrics.jsonl, the same
+scalars as TensorBoard events, and the model FLOP utilisation (MFU) of a step."""
 
 import json
 import time
 from pathlib import Path
 
+# Dense peak FLOP/s per device in the training dtype (bfloat16), from vendor data sheets.
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+}
+
+
+def peak_flops(device_kind: str, configured_tflops: float = 0.0) -> float | None:
+    """Per-device peak FLOP/s: the configured value, else the table's, else None (CPU)."""
+    if configured_tflops:
+        return configured_tflops * 1e12
+    for kind, flops in PEAK_FLOPS.items():
+        if device_kind.startswith(kind):
+            return flops
+    return None
+
+
+def compiled_step_flops(compiled) -> float | None:
+    """FLOPs per device of one compiled step, from XLA's cost analysis of the program
+    (so every objective, the backward pass and the optimizer are counted)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
 
 class MetricsLog:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
         self.path = Path(path)
         self._file = self.path.open("a")
+        self._tensorboard = None
+        if tensorboard_dir is not None:
+            from tensorboardX import SummaryWriter  # imported only when asked for
+
+            self._tensorboard = SummaryWriter(str(tensorboard_dir))
 
     def write(self, step: int, metrics: dict) -> None:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
         self._file.flush()
+        if self._tensorboard is not None:
+            for name, value in metrics.items():
+                self._tensorboard.add_scalar(name, value, step)
+            self._tensorboard.flush()
 
     def close(self) -> None:
         self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
 
 
 def read(path: str | Path) -> list[dict]:
@@ -29,15 +73,18 @@ class Throughput:
         self.reset()
 
     def reset(self) -> None:
-        self._time, self._examples = time.perf_counter(), 0
+        self._time, self._examples, self._steps = time.perf_counter(), 0, 0
 
     def add(self, examples: int) -> None:
         self._examples += examples
+        self._steps += 1
 
     def elapsed(self) -> float:
         return max(time.perf_counter() - self._time, 1e-9)
 
-    def measure(self) -> float:
-        rate = self._examples / self.elapsed()
+    def measure(self) -> tuple[float, float]:
+        """(examples per second, seconds per step) since the last call."""
+        elapsed = self.elapsed()
+        rates = self._examples / elapsed, elapsed / max(self._steps, 1)
         self.reset()
-        return rate
+        return rates

@@ -1,6 +1,5 @@
 """Everything a training run carries from one step to the next."""
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -12,11 +11,11 @@ class TrainState:
     step: jax.Array  # int32 scalar; the batch order is a function of it
     params: dict
     opt_state: optax.OptState
+    # The run's raw uint32 key. Step s uses fold_in(rng, s), so a resumed run draws the
+    # same masks as an uninterrupted one; the input order needs nothing but `step`.
+    rng: jax.Array
 
 
-def create(model, tx: optax.GradientTransformation, rng: jax.Array, example_batch,
-           method=None) -> TrainState:
-    """Initialises the parameters `method` uses (default: all), without axis metadata."""
-    variables = model.init(rng, example_batch, method=method)
-    params = nn.meta.unbox(variables["params"])
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+def create(params: dict, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)

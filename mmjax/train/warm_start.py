@@ -1,0 +1,76 @@
+"""Starting parameters from somewhere else: a pretraining workdir (`init.from`, matched
+by parameter path) or a BERT-style text checkpoint (`init.text_from`)."""
+
+import logging
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from mmjax.config import ConfigError, InitConfig, TextConfig
+from mmjax.nn import pretrained
+
+log = logging.getLogger(__name__)
+
+
+def _checkpoint_dir(source: Path) -> Path:
+    """A workdir's checkpoints/ folder, or the folder itself if it holds checkpoints."""
+    for candidate in (source / "checkpoints", source):
+        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
+            return candidate
+    raise ConfigError(f"init.from: no checkpoint under {source} (expected a workdir with "
+                      "checkpoints/<step>/)")
+
+
+def pretrained_params(source: str | Path) -> dict[str, np.ndarray]:
+    """The parameters of the newest checkpoint under `source`, flat by 'a/b/c' path."""
+    directory = _checkpoint_dir(Path(source))
+    with ocp.CheckpointManager(directory.absolute()) as manager:
+        step = manager.latest_step()
+        restored = manager.restore(step, args=ocp.args.StandardRestore())
+    log.info("init.from: read step %d of %s", step, directory)
+    return traverse_util.flatten_dict(restored["params"], sep="/")
+
+
+def restore_matching(params: dict, source: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """`params` with every leaf whose path and shape match one in `source` replaced.
+
+    Returns the new params and a report {'restored', 'new', 'unused', 'mismatched'} of
+    paths: 'new' are the fresh ones (task heads), 'mismatched' have a different shape.
+    Raises ConfigError when nothing matches, since that is never a fine-tune.
+    """
+    flat = traverse_util.flatten_dict(params, sep="/")
+    report = {"restored": [], "new": [], "mismatched": [],
+              "unused": sorted(source.keys() - flat.keys())}
+    for path, target in flat.items():
+        if path not in source:
+            report["new"].append(path)
+        elif np.shape(source[path]) != target.shape:
+            report["mismatched"].append(path)
+        else:
+            flat[path] = jax.device_put(np.asarray(source[path], target.dtype), target.sharding)
+            report["restored"].append(path)
+    if not report["restored"]:
+        raise ConfigError("init.from: no parameter of the checkpoint matches this model by "
+                          "name and shape")
+    return traverse_util.unflatten_dict(flat, sep="/"), report
+
+
+def warm_start(params: dict, cfg: InitConfig, text_cfg: TextConfig) -> dict:
+    """Applies init.from, then init.text_from, logging what was taken."""
+    if cfg.from_:
+        params, report = restore_matching(params, pretrained_params(cfg.from_))
+        log.info("init.from: %d tensors restored, %d new (%s), %d of the checkpoint unused, "
+                 "%d with other shapes", len(report["restored"]), len(report["new"]),
+                 ", ".join(sorted({p.split("/")[0] for p in report["new"]})) or "none",
+                 len(report["unused"]), len(report["mismatched"]))
+    if cfg.text_from:
+        try:
+            text_params = pretrained.load_bert_params(cfg.text_from, text_cfg)
+            params = pretrained.load_into(params, text_params)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"init.text_from: {e}") from e
+        log.info("init.text_from: report encoder loaded from %s", cfg.text_from)
+    return params
