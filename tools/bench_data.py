@@ -17,11 +17,7 @@ import jax
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.data.write_synthmed import write_synthmed
-from mmjax.nn.model import MultimodalModel
-from mmjax.parallel.mesh import make_mesh
-from mmjax.train import state as state_lib
-from mmjax.train.optim import learning_rate_schedule, make_optimizer
-from mmjax.train.step import make_train_step
+from mmjax.train.loop import build, compile_step, open_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,17 +43,11 @@ def bench_pipeline(cfg, batches: int, workers: int) -> float:
 
 def bench_consumption(cfg, steps: int) -> float:
     """Examples/s the tiny config's train step consumes on this machine's devices."""
-    tokenizer = pipeline.load_tokenizer(cfg.data)
-    source, transform = pipeline.open_split(cfg.data, "train", tokenizer)
-    batch = pipeline.train_batches(source, transform, cfg.train.batch_size, seed=0)[0]
-    model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), ("image", "report"))
-    tx = make_optimizer(cfg.optim, cfg.train.num_steps)
-    mesh = make_mesh(cfg.parallel)
-    state = jax.jit(lambda rng, b: state_lib.create(model, tx, rng, b, model.contrastive))(
-        jax.random.key(0), batch)
-    step = make_train_step(model, tx, learning_rate_schedule(cfg.optim, 10), mesh)
-    step = step.lower(state, batch).compile()
-    state, metrics = step(state, batch)
+    data = open_input(cfg)
+    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
+    batch = run.to_device(data.batches[0])
+    step, _ = compile_step(run, batch)
+    state, metrics = step(run.state, batch)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):

@@ -217,7 +217,7 @@ class _Preemption:
         return bool(np.any(multihost_utils.process_allgather(np.bool_(self.requested))))
 
 
-def _compile(run: Run, example_batch):
+def compile_step(run: Run, example_batch):
     """AOT-compiles the step so step timings exclude compilation; returns the compiled
     step and its FLOPs per device (None when XLA does not say)."""
     start = time.perf_counter()
@@ -265,7 +265,7 @@ def train(
     num_steps = cfg.train.num_steps
     end = num_steps if stop_at is None else min(stop_at, num_steps)
 
-    train_step, step_flops = _compile(run, run.to_device(first))
+    train_step, step_flops = compile_step(run, run.to_device(first))
     peak = peak_flops(run.mesh.devices.flat[0].device_kind, cfg.train.peak_tflops)
 
     # ---- Loop.
