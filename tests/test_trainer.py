@@ -46,9 +46,9 @@ def _losses(workdir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, all_modalities_dataset):
     """synthmed_pretrain.py, shrunk: every objective on every modality."""
-    cfg = _shrink(config_lib.load(PRETRAIN, [f"data.path={all_modalities_dataset}"]), 60)
+    cfg = _shrink(config_lib.load(PRETRAIN, [f"data.path={all_modalities_dataset}"]), 40)
     workdir = tmp_path_factory.mktemp("pretrain")
-    train(cfg, workdir, progress=False)
+    train(cfg, workdir, progress=False, evaluate=False)
     return cfg, workdir
 
 
@@ -73,7 +73,7 @@ def test_every_pretraining_objective_learns(pretrained):
 def test_finetune_restores_encoders_by_name_and_adds_heads(pretrained, tmp_path):
     pre_cfg, pre_dir = pretrained
     cfg = _shrink(config_lib.load(FINETUNE, [f"data.path={pre_cfg.data.path}",
-                                            f"init.from={pre_dir}"]), 30)
+                                            f"init.from={pre_dir}"]), 20)
     data = open_input(cfg)
     run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names),
                 label_prevalence=data.label_prevalence)
@@ -84,7 +84,7 @@ def test_finetune_restores_encoders_by_name_and_adds_heads(pretrained, tmp_path)
     new = {p.split("/")[0] for p in params if p not in source}
     assert new == {"fusion", "diagnosis", "risk", "log_variances"}, new
     # It trains: the class-weighted diagnosis loss falls.
-    train(cfg, tmp_path, progress=False)
+    train(cfg, tmp_path, progress=False, evaluate=False)
     rows = _losses(tmp_path)
     assert rows[-1]["loss/diagnosis"] < rows[0]["loss/diagnosis"]
 
@@ -100,7 +100,7 @@ def test_mesh_shapes_and_pmap_give_the_same_losses(tmp_path, smoke_dataset):
         name = f"{strategy}-{data}x{fsdp}x{tensor}"
         cfg.parallel.strategy = strategy
         cfg.parallel.data, cfg.parallel.fsdp, cfg.parallel.tensor = data, fsdp, tensor
-        train(cfg, tmp_path / name, progress=False)
+        train(cfg, tmp_path / name, progress=False, evaluate=False)
         runs[name] = [r["loss"] for r in _losses(tmp_path / name)]
     reference = runs.pop("mesh-8x1x1")
     for name, losses in runs.items():
@@ -110,13 +110,14 @@ def test_mesh_shapes_and_pmap_give_the_same_losses(tmp_path, smoke_dataset):
 def test_accumulated_step_equals_the_big_batch_step(tmp_path, smoke_dataset):
     """Contrastive (global batch), MLM, MAE and captioning: 4 micro-batches, same step."""
     cfg = tiny_config(smoke_dataset)
-    cfg.train.num_steps, cfg.train.log_every = 3, 1
+    cfg.train.num_steps, cfg.train.log_every = 2, 1
     cfg.objectives.mlm = cfg.objectives.mae = cfg.objectives.caption = 0.5
     states = {}
     for steps in (1, 4):
         cfg.train.accumulation_steps = steps
-        states[steps] = train(cfg, tmp_path / str(steps), progress=False)["state"]
-        assert len(_losses(tmp_path / str(steps))) == 3
+        states[steps] = train(cfg, tmp_path / str(steps), progress=False,
+                              evaluate=False)["state"]
+        assert len(_losses(tmp_path / str(steps))) == 2
     big, accumulated = (_losses(tmp_path / str(s)) for s in (1, 4))
     for a, b in zip(big, accumulated, strict=True):
         for name in a:
@@ -135,7 +136,7 @@ def test_frozen_tower_does_not_move(tmp_path, smoke_dataset):
     cfg.optim.freeze = "^encoders_image/"
     data = open_input(cfg)
     initial = build(cfg, data.tokenizer, data.batches[0], 0).host_state().params
-    final = train(cfg, tmp_path, progress=False)["state"].params
+    final = train(cfg, tmp_path, progress=False, evaluate=False)["state"].params
     for a, b in zip(jax.tree.leaves(initial["encoders_image"]),
                     jax.tree.leaves(final["encoders_image"]), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -181,7 +182,7 @@ def test_tensorboard_events_and_mfu(tmp_path, smoke_dataset):
     cfg = tiny_config(smoke_dataset)
     cfg.train.num_steps, cfg.train.log_every = 4, 2
     cfg.train.peak_tflops = 1.0  # CPUs have no table entry; a configured peak enables MFU
-    train(cfg, tmp_path, progress=False)
+    train(cfg, tmp_path, progress=False, evaluate=False)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     rows = _losses(tmp_path)
     assert all(0 < r["mfu"] < 1 for r in rows), rows

@@ -235,14 +235,15 @@ def train(
     devices=None,
     progress: bool = True,
     stop_at: int | None = None,
+    evaluate: bool = True,
 ):
     """Trains (or resumes) to cfg.train.num_steps, then evaluates held-out retrieval.
 
     `stop_at` ends this invocation after that step with a checkpoint and no eval, for
     jobs that must fit a time slot; SIGTERM does the same at the next step. Rerunning
-    continues exactly where it stopped. Returns a dict with the step, the last logged
-    metrics, the retrieval metrics (None when stopped early), whether it was preempted,
-    and the state.
+    continues exactly where it stopped. `evaluate=False` skips the held-out evals.
+    Returns a dict with the step, the last logged metrics, the retrieval metrics (None
+    when stopped early or not evaluated), whether it was preempted, and the state.
     """
     workdir = Path(workdir)
     prepare_workdir(cfg, workdir)
@@ -312,7 +313,7 @@ def train(
     state = run.host_state()
     result = {"step": end, "metrics": last_metrics, "retrieval": None, "state": state,
               "preempted": preempted}
-    if end < num_steps or not {"image", "report"} <= set(cfg.data.modalities):
+    if not evaluate or end < num_steps or not {"image", "report"} <= set(cfg.data.modalities):
         return result
 
     # ---- Evals on the held-out split: every pair with both an image and a report.
