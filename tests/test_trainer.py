@@ -70,6 +70,20 @@ def test_every_pretraining_objective_learns(pretrained):
     assert 0.3 < last["loss/matching"] < np.log(2) + 0.05
 
 
+def test_resume_with_every_objective_is_bitwise(pretrained, tmp_path):
+    """Random masks and negatives come from fold_in(run key, step): a run stopped at
+    step 20 and resumed ends with the uninterrupted run's parameters, bit for bit."""
+    cfg, straight = pretrained
+    assert train(cfg, tmp_path, progress=False, stop_at=20)["step"] == 20
+    resumed = train(cfg, tmp_path, progress=False, evaluate=False)["state"]
+    checkpointer = Checkpointer(straight / "checkpoints", cfg.train.checkpoint_every, 2)
+    reference = checkpointer.restore(like=resumed)
+    checkpointer.close()
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r["loss"] for r in _losses(tmp_path)] == [r["loss"] for r in _losses(straight)]
+
+
 def test_finetune_restores_encoders_by_name_and_adds_heads(pretrained, tmp_path):
     pre_cfg, pre_dir = pretrained
     cfg = _shrink(config_lib.load(FINETUNE, [f"data.path={pre_cfg.data.path}",
@@ -178,14 +192,21 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, smoke_dataset):
     assert f"at step {step};" in output
 
 
-def test_tensorboard_events_and_mfu(tmp_path, smoke_dataset):
+def test_bfloat16_logs_tensorboard_mfu_and_keeps_periodic_checkpoints(tmp_path, smoke_dataset):
     cfg = tiny_config(smoke_dataset)
-    cfg.train.num_steps, cfg.train.log_every = 4, 2
+    cfg.model.dtype = "bfloat16"  # mixed precision: bf16 compute, f32 parameters
+    cfg.train.num_steps, cfg.train.log_every = 12, 2
     cfg.train.peak_tflops = 1.0  # CPUs have no table entry; a configured peak enables MFU
-    train(cfg, tmp_path, progress=False, evaluate=False)
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    cfg.train.checkpoint_every, cfg.train.max_checkpoints = 1, 1
+    cfg.train.keep_checkpoint_every = 4
+    state = train(cfg, tmp_path, progress=False, evaluate=False)["state"]
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(state.params))
     rows = _losses(tmp_path)
+    assert all(np.isfinite(r["loss"]) for r in rows) and rows[-1]["loss"] < rows[0]["loss"]
     assert all(0 < r["mfu"] < 1 for r in rows), rows
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == [4, 8, 12], kept  # the newest, and every 4th step for good
 
 
 def test_fsdp_shards_parameters_and_optimizer_moments_alike(smoke_dataset):
