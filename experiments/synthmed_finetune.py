@@ -1,11 +1,12 @@
-"""Multi-task fine-tuning with hybrid fusion: diagnosis (seven findings, class-weighted)
+"""Multi-task fine-tuning through hybrid fusion: diagnosis (seven findings, class-weighted)
 and the risk outcome from image, echo, ECG and report, starting from
 `synthmed_pretrain.py`'s encoders:
 
   mmjax train --config experiments/synthmed_finetune.py --workdir runs/finetune \
       --set init.from=runs/pretrain
 
-The fusion layers and task heads are new; encoders train at a layer-wise decayed rate.
+Encoders and the hybrid fusion layers come from pretraining, the task heads are new;
+encoders train at a layer-wise decayed rate.
 """
 
 from pathlib import Path
@@ -19,8 +20,6 @@ def get_config() -> Config:
     cfg = config_lib.load(Path(__file__).with_name("synthmed_pretrain.py"))
     cfg.name = "synthmed_finetune"
     cfg.init.from_ = "runs/pretrain"
-    cfg.model.fusion.kind = "hybrid"
-    cfg.model.fusion.width, cfg.model.fusion.depth, cfg.model.fusion.mlp_dim = 64, 1, 256
 
     o = cfg.objectives
     o.contrastive = 0.0

@@ -1,6 +1,6 @@
 """All-modality pretraining on SynthMed: image, echo video and ECG each aligned to the
 report (contrastive), plus MLM on the report, MAE on all three, image-report matching
-and report generation. About ten minutes on 2 CPU cores; the data is `make demo`'s."""
+through hybrid fusion, and report generation. About ten minutes on 2 CPU cores; the data is `make demo`'s."""
 
 from mmjax.config import Config
 
@@ -20,6 +20,10 @@ def get_config() -> Config:
     m.signal.patch_size, m.signal.width, m.signal.depth, m.signal.mlp_dim = 25, 64, 2, 256
     m.text.width, m.text.depth, m.text.mlp_dim = 64, 2, 256
     m.decoder.width, m.decoder.depth = 64, 1
+    # Report tokens cross-attend to the other modalities (ALBEF): matching needs the
+    # interaction, and the fine-tune starts from these fusion layers too.
+    m.fusion.kind = "hybrid"
+    m.fusion.width, m.fusion.depth, m.fusion.mlp_dim = 64, 1, 256
     m.embed_dim = 64
 
     o = cfg.objectives

@@ -96,7 +96,7 @@ def test_finetune_restores_encoders_by_name_and_adds_heads(pretrained, tmp_path)
     encoders = [p for p in params if p.startswith("encoders_")]
     assert encoders and all(np.array_equal(params[p], source[p]) for p in encoders)
     new = {p.split("/")[0] for p in params if p not in source}
-    assert new == {"fusion", "diagnosis", "risk", "log_variances"}, new
+    assert new == {"diagnosis", "risk", "log_variances"}, new  # fusion was pretrained
     # It trains: the class-weighted diagnosis loss falls.
     train(cfg, tmp_path, progress=False, evaluate=False)
     rows = _losses(tmp_path)
@@ -158,6 +158,13 @@ def test_frozen_tower_does_not_move(tmp_path, smoke_dataset):
         jax.tree.leaves(initial["encoders_report"]), jax.tree.leaves(final["encoders_report"]),
         strict=True)]
     assert all(moved)
+
+
+def test_matching_through_late_fusion_is_refused(tmp_path, smoke_dataset):
+    cfg = tiny_config(smoke_dataset)
+    cfg.objectives.matching = 1.0
+    with pytest.raises(config_lib.ConfigError, match="objectives.matching needs"):
+        train(cfg, tmp_path, progress=False)
 
 
 def test_a_freeze_pattern_matching_nothing_is_named(tmp_path, smoke_dataset):

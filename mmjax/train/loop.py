@@ -124,6 +124,10 @@ def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: in
                                      f"{', '.join(STRATEGIES)}")
     if strategy == "pmap" and cfg.train.accumulation_steps > 1:
         raise config_lib.ConfigError("train.accumulation_steps > 1 needs parallel.strategy=mesh")
+    if cfg.objectives.matching and cfg.model.fusion.kind == "late":
+        raise config_lib.ConfigError(
+            "objectives.matching needs model.fusion.kind=early or hybrid: the late-fused "
+            "vector (a mean of embeddings) cannot express whether two embeddings agree")
     mesh = make_mesh(cfg.parallel, devices)
     check_divisible(cfg.train.batch_size // max(cfg.train.accumulation_steps, 1), mesh,
                     "train.batch_size / train.accumulation_steps")

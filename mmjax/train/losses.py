@@ -169,10 +169,15 @@ class Objectives:
         a, b = _pair(self.cfg.matching_pair, "objectives.matching_pair")
         valid = present[a] & present[b]
         similarity = module.scale() * embeddings[a] @ embeddings[b].T
-        same = None
-        if "report" in (a, b):  # identical reports are no negatives of each other
+        # False negatives are excluded: word-for-word identical reports, and (as in
+        # MedCLIP) studies labelled with exactly the same findings, whose reports say the
+        # same thing in other words and which no image could tell apart.
+        labels, labelled = batch["labels"], batch["has_labels"]
+        same = (labelled[:, None] & labelled[None, :]
+                & jnp.all(labels[:, None, :] == labels[None, :, :], axis=-1))
+        if "report" in (a, b):
             text = jnp.where(batch["text_mask"], batch["text"], -1)
-            same = jnp.all(text[:, None, :] == text[None, :, :], axis=-1)
+            same |= jnp.all(text[:, None, :] == text[None, :, :], axis=-1)
         negative_b, negative_a, has_negative = matching.hard_negatives(rng, similarity, valid,
                                                                        same)
         only_pair = {m: jnp.zeros_like(valid) for m in present}
