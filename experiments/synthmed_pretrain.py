@@ -1,6 +1,7 @@
 """All-modality pretraining on SynthMed: image, echo video and ECG each aligned to the
 report (contrastive), plus MLM on the report, MAE on all three, image-report matching
-through hybrid fusion, and report generation. About ten minutes on 2 CPU cores; the data is `make demo`'s."""
+through hybrid fusion, and report generation. About 7 minutes on 2 CPU cores; the data
+is `make demo`'s."""
 
 from mmjax.config import Config
 
