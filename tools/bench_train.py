@@ -14,17 +14,24 @@ torchvision/timm dependencies, which its model code does not use:
     .venv/bin/pip install torch==2.13.0 ftfy regex
     .venv/bin/pip install --no-deps open_clip_torch==3.3.0
 
-Measured on 2 CPU cores (Xeon, AVX-512), 2026-11-29:
+Measured 2026-11-29 on the 2 cores of a shared Xeon (AVX-512) with
+jax 0.10.2, torch 2.13.0+cpu and open_clip 3.3.0, one run per config (`--configs tiny`,
+`--configs small`) while no other process ran; measured peaks 227 and 242 GFLOP/s:
 
     config framework       params  step ms   ex/s    MFU  GFLOP/step  oc/mmjax
-    tiny   mmjax          488,674    222.0    577  23.7%        13.2      0.72
-    tiny   open_clip      488,673    160.4    798  32.8%        13.2
-    small  mmjax        6,761,986   1228.7     52  52.6%       162.8      0.81
-    small  open_clip    6,761,985    994.1     64  65.1%       162.8
+    tiny   mmjax          488,674    227.0    564  25.7%        13.2      0.72
+    tiny   open_clip      488,673    164.1    780  35.5%        13.2
+    small  mmjax        6,761,986   1233.6     52  54.5%       162.8      0.79
+    small  open_clip    6,761,985    974.9     66  68.9%       162.8
 
-(peak 252 GFLOP/s, a 3072^3 float32 matmul in jax; torch 2.13.0+cpu, open_clip 3.3.0.)
-On this CPU open_clip's eager step is 1.2-1.4x faster; XLA's oneDNN and XNNPACK flags
-do not change mmjax's time.
+Why mmjax is 20-30% slower on this CPU: (1) attention scores. XLA:CPU runs the batched
+[64 x 24] @ [24 x 64] matmuls of jax.nn.dot_product_attention at ~14 GFLOP/s; stubbing
+them out saves ~110 of mmjax's ~240 ms on tiny but only ~70 of open_clip's ~175 (torch has
+a fused CPU flash-attention kernel). (2) Page faults: XLA:CPU maps fresh memory for its
+buffers every step (67k minor faults on tiny, 257k on small: 16-28% of the CPU time in the
+kernel); GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages) removes almost all
+of them and 7-12% of the step. Under load from other processes torch's spinning OpenMP
+threads slow open_clip up to 10x, so the bench reports the share other processes took.
 """
 
 import argparse
