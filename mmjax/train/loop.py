@@ -291,7 +291,9 @@ def train(
             run.state, metrics = train_step(run.state, batch)
             throughput.add(cfg.train.batch_size)
             done = step + 1
-            preempted = preemption.agreed()
+            # Several hosts agree through a collective, so only on steps all of them log.
+            if jax.process_count() == 1 or done % cfg.train.log_every == 0:
+                preempted = preemption.agreed()
             if done % cfg.train.log_every == 0 or done == num_steps:
                 if run.strategy == "pmap":
                     metrics = jax.tree.map(lambda x: x[0], metrics)
