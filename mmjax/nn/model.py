@@ -108,14 +108,15 @@ class MultimodalModel(nn.Module):
                                                   targets.shape[2])
         return predictions, targets
 
-    def report_logits(self, batch: dict):
+    def report_logits(self, batch: dict, encoded: dict | None = None):
         """Teacher-forced next-token logits [B, L, vocab] of the report given the other
-        present modalities (cross-attention; a null token when none is present)."""
+        present modalities (cross-attention; a null token when none is present).
+        `encoded` may hold modalities' encode() outputs already computed for this batch."""
         size, width = batch["text"].shape[0], self.config.text.width
         context = [jnp.zeros((size, 0, width), jnp.float32)]
         context_mask = [jnp.zeros((size, 0), bool)]
         for m, project in self.memory_projections.items():
-            _, tokens, mask = self.encode(m, batch)
+            _, tokens, mask = (encoded or {}).get(m) or self.encode(m, batch)
             context.append(project(tokens).astype(jnp.float32))
             present = batch.get(f"has_{m}", jnp.ones(size, bool))
             context_mask.append(mask & present[:, None])

@@ -137,7 +137,7 @@ class Objectives:
             predictions, targets = module.mae(m, batch, keep)
             terms[f"mae/{m}"] = masked.mae_loss(predictions, targets, hidden, present[m])
         if cfg.caption:
-            logits = module.report_logits(batch)
+            logits = module.report_logits(batch, encoded)
             terms["caption"] = masked.caption_loss(logits, batch["text"], batch["text_mask"],
                                                    present["report"])
         if cfg.matching:
