@@ -24,7 +24,7 @@ def _enable_compilation_cache() -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from mmjax import config as config_lib
-    from mmjax.eval.retrieval import format_table
+    from mmjax.eval.summary import format_results
     from mmjax.train.loop import train
 
     cfg = config_lib.load(args.config, args.overrides)
@@ -36,8 +36,23 @@ def _train(args: argparse.Namespace) -> int:
               "to continue")
     elif result["step"] < cfg.train.num_steps:
         print("stopped early with a checkpoint; rerun the same command to continue")
-    elif result["retrieval"] is not None:
-        print(format_table(result["retrieval"]))
+    elif result["evals"]:
+        print(format_results(result["evals"]))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from mmjax.eval import registry, trained
+    from mmjax.eval.summary import format_results
+
+    _enable_compilation_cache()
+    ctx = trained.load(args.workdir, args.step, args.data)
+    names = args.evals.split(",") if args.evals else None
+    results = registry.run_all(ctx, registry.resolve(ctx.cfg, names))
+    print(f"step {ctx.step} of {args.workdir} on {ctx.cfg.data.path}:")
+    print(format_results(results))
+    if ctx.out_dir is not None:
+        print(f"wrote {ctx.out_dir}/<evaluator>.json")
     return 0
 
 
@@ -134,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(commands)
 
-    train = commands.add_parser("train", help="pretrain (or resume) and evaluate retrieval")
+    train = commands.add_parser("train", help="train (or resume), then run the evaluators")
     train.add_argument("--config", required=True, help="experiment file defining get_config()")
     train.add_argument("--workdir", required=True, help="checkpoints, logs and evals go here")
     train.add_argument(
@@ -147,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("eval", help="run evaluators on a trained workdir")
+    evaluate.add_argument("--workdir", required=True, help="a training workdir")
+    evaluate.add_argument("--evals", default="",
+                          help="comma-separated evaluators (default: the config's eval.evaluators)")
+    evaluate.add_argument("--data", default="",
+                          help="evaluate on this dataset's eval split instead of the config's")
+    evaluate.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    evaluate.set_defaults(run=_eval)
 
     plan = commands.add_parser("plan", help="parameters and training FLOPs per module")
     plan.add_argument("--config", required=True, help="experiment file defining get_config()")

@@ -202,8 +202,22 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
+    """Held-out evaluation: which evaluators run (mmjax/eval/registry.py), how often, and
+    their knobs. Every evaluator sees each example of `data.eval_split` exactly once."""
+
+    evaluators: tuple[str, ...] = ("retrieval",)
+    every: int = 0  # also run them every N training steps (0: only after the last step)
     batch_size: int = 128
     recall_at: tuple[int, ...] = (1, 5, 10)
+    prompts: str = ""  # JSON {finding: {"positive": [...], "negative": [...]}}; "" = built in
+    zeroshot_findings: tuple[str, ...] = ()  # the mean AUC is over these ((): every label)
+    probe_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # of the training labels
+    probe_examples: int = 4096  # training examples embedded for the probe (0: all)
+    probe_l2: float = 1e-3
+    generate_examples: int = 128  # eval reports generated (0: all); decoding is slow on CPU
+    generate_max_len: int = 0  # tokens (0: data.max_text_len)
+    beam_size: int = 4
+    examples: int = 8  # retrieval, reconstruction and report examples kept for the report
 
 
 @dataclasses.dataclass

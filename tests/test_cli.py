@@ -26,13 +26,13 @@ def test_train_end_to_end_stopped_and_resumed(tmp_path, capsys, smoke_dataset):
 
     assert main(arguments) == 0
     out = capsys.readouterr().out
-    pairs = int(re.search(r"held-out retrieval \((\d+) pairs\)", out).group(1))
+    pairs = int(re.search(r"held-out retrieval image-report \((\d+) pairs\)", out).group(1))
     assert 0.8 * SMOKE_EVAL < pairs <= SMOKE_EVAL  # held-out patients with image and report
     assert "chance" in out
     config = json.loads((workdir / "config.json").read_text())
     assert config["train"]["num_steps"] == 4
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [2, 4]
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 4]  # the last: evals
     assert (workdir / "checkpoints" / "4").is_dir()
 
 

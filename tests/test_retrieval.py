@@ -30,5 +30,5 @@ def test_random_embeddings_score_near_chance():
     n = 400
     metrics = retrieval_metrics(rng.normal(size=(n, 16)), rng.normal(size=(n, 16)), (1, 10))
     assert metrics["chance"]["R@10"] == pytest.approx(10 / n)
-    assert metrics["image_to_text"]["R@10"] < 3 * 10 / n
-    assert "chance" in format_table(metrics)
+    assert metrics["image_to_report"]["R@10"] < 3 * 10 / n
+    assert "chance" in format_table({"image-report": metrics})

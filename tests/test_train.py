@@ -22,29 +22,30 @@ def trained(tmp_path_factory, smoke_dataset):
 
 def test_loss_decreases(trained):
     cfg, workdir, _ = trained
-    losses = [row["loss"] for row in metrics_lib.read(workdir / "metrics.jsonl")]
+    losses = [row["loss"] for row in metrics_lib.train_rows(workdir / "metrics.jsonl")]
     assert losses[0] > 0.9 * np.log(cfg.train.batch_size)  # starts near chance
     assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.5  # nats
 
 
 def test_held_out_retrieval_far_above_chance(trained):
     _, workdir, result = trained
-    retrieval = result["retrieval"]
+    retrieval = result["evals"]["retrieval"]["image-report"]
     chance = retrieval["chance"]
     # Half of SynthMed's patients have no finding and near-identical reports, which caps
     # the achievable median rank near n / 4; chance is n / 2 and R@10 at chance is 10 / n.
     n = retrieval["num_examples"]
-    for direction in ("image_to_text", "text_to_image"):
+    for direction in ("image_to_report", "report_to_image"):
         assert retrieval[direction]["R@10"] >= 2.5 * chance["R@10"], retrieval
         assert retrieval[direction]["median_rank"] <= n / 3, retrieval
-    mean_r1 = (retrieval["image_to_text"]["R@1"] + retrieval["text_to_image"]["R@1"]) / 2
+    mean_r1 = (retrieval["image_to_report"]["R@1"] + retrieval["report_to_image"]["R@1"]) / 2
     assert mean_r1 >= 3 * chance["R@1"], retrieval
-    assert json.loads((workdir / "eval" / "retrieval.json").read_text()) == retrieval
+    written = json.loads((workdir / "eval" / "retrieval.json").read_text())
+    assert written == {"step": 300, "metrics": result["evals"]["retrieval"]}
 
 
 def test_metrics_log_every_logged_step(trained):
     cfg, workdir, _ = trained
-    rows = metrics_lib.read(workdir / "metrics.jsonl")
+    rows = metrics_lib.train_rows(workdir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(20, cfg.train.num_steps + 1, 20))
     for row in rows:
         assert row["examples_per_sec"] > 0 and np.isfinite(row["loss"])
@@ -74,25 +75,25 @@ def test_checkpoint_restores_identical_params(trained):
 def test_stop_then_resume_equals_uninterrupted(trained, tmp_path):
     cfg, straight_dir, result = trained
     stopped = train(cfg, tmp_path, progress=False, stop_at=150)
-    assert stopped["step"] == 150 and stopped["retrieval"] is None
+    assert stopped["step"] == 150 and stopped["evals"] is None
     resumed = train(cfg, tmp_path, progress=False)
     assert resumed["step"] == cfg.train.num_steps
     for a, b in zip(jax.tree.leaves(result["state"].params),
                     jax.tree.leaves(resumed["state"].params), strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise on CPU
     # Both runs logged the same losses at the same steps.
-    straight = metrics_lib.read(straight_dir / "metrics.jsonl")
-    pieced = metrics_lib.read(tmp_path / "metrics.jsonl")
+    straight = metrics_lib.train_rows(straight_dir / "metrics.jsonl")
+    pieced = metrics_lib.train_rows(tmp_path / "metrics.jsonl")
     assert [r["loss"] for r in pieced] == [r["loss"] for r in straight]
 
 
 def test_rerunning_a_finished_workdir_does_not_train_again(trained):
     cfg, workdir, result = trained
-    lines_before = len(metrics_lib.read(workdir / "metrics.jsonl"))
+    lines_before = len(metrics_lib.train_rows(workdir / "metrics.jsonl"))
     again = train(cfg, workdir, progress=False)
     assert again["step"] == cfg.train.num_steps
-    assert len(metrics_lib.read(workdir / "metrics.jsonl")) == lines_before
-    assert again["retrieval"] == result["retrieval"]
+    assert len(metrics_lib.train_rows(workdir / "metrics.jsonl")) == lines_before
+    assert again["evals"] == result["evals"]  # evaluated again, the same
 
 
 def test_resuming_under_a_different_model_is_refused(trained, smoke_dataset):
@@ -113,7 +114,7 @@ def test_one_device_and_eight_devices_give_the_same_losses(tmp_path, smoke_datas
     for n in (1, 8):
         train(cfg, tmp_path / str(n), devices=jax.devices()[:n], progress=False,
               evaluate=False)
-        runs[n] = [r["loss"] for r in metrics_lib.read(tmp_path / str(n) / "metrics.jsonl")]
+        runs[n] = [r["loss"] for r in metrics_lib.train_rows(tmp_path / str(n) / "metrics.jsonl")]
     np.testing.assert_allclose(runs[1], runs[8], rtol=1e-5)
 
 
@@ -122,7 +123,7 @@ def test_sigmoid_loss_trains_too(tmp_path, smoke_dataset):
     cfg.objectives.contrastive_loss = "sigmoid"
     cfg.train.num_steps, cfg.train.log_every = 100, 10
     train(cfg, tmp_path, progress=False, evaluate=False)
-    losses = [row["loss"] for row in metrics_lib.read(tmp_path / "metrics.jsonl")]
+    losses = [row["loss"] for row in metrics_lib.train_rows(tmp_path / "metrics.jsonl")]
     assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.4, losses  # nats per image
 
 

@@ -41,7 +41,7 @@ def _shrink(cfg: config_lib.Config, steps: int) -> config_lib.Config:
 
 
 def _losses(workdir: Path) -> list[dict]:
-    return metrics_lib.read(workdir / "metrics.jsonl")
+    return metrics_lib.train_rows(workdir / "metrics.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,15 @@
-"""Cross-modal retrieval: recall@k in both directions on a held-out split.
+"""Cross-modal retrieval on a held-out split: each image, video or signal against every
+report and back, recall@k and median rank, beside chance (k/N).
 
-Pair i of the split is the only correct match of item i. Chance recall@k is k/N.
+Pair i of the split is the only correct match of item i.
 """
 
 import numpy as np
+
+from mmjax.eval.registry import register, requires_modalities
+
+QUERY_MODALITIES = ("image", "video", "signal")
+EXAMPLE_CANDIDATES = 3  # reports shown per example query in the run report
 
 
 def ranks_of_matches(similarity: np.ndarray) -> np.ndarray:
@@ -25,25 +31,67 @@ def recall_at_k(similarity: np.ndarray, ks) -> dict[str, float]:
     return metrics
 
 
-def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, ks) -> dict:
-    """image->text and text->image recall@k, with chance levels for comparison."""
-    similarity = image_emb @ text_emb.T
+def retrieval_metrics(query_emb: np.ndarray, report_emb: np.ndarray, ks,
+                      modality: str = "image") -> dict:
+    """<modality>->report and report-><modality> recall@k, with chance for comparison."""
+    similarity = query_emb @ report_emb.T
     n = len(similarity)
     return {
         "num_examples": n,
-        "image_to_text": recall_at_k(similarity, ks),
-        "text_to_image": recall_at_k(similarity.T, ks),
+        f"{modality}_to_report": recall_at_k(similarity, ks),
+        f"report_to_{modality}": recall_at_k(similarity.T, ks),
         "chance": {f"R@{k}": min(k / n, 1.0) for k in ks},
     }
 
 
 def format_table(metrics: dict) -> str:
-    ks = [key for key in metrics["chance"]]
-    lines = [f"held-out retrieval ({metrics['num_examples']} pairs)"]
-    lines.append(f"  {'direction':<14}" + "".join(f"{k:>9}" for k in ks))
-    for direction in ("image_to_text", "text_to_image"):
-        row = metrics[direction]
-        lines.append(f"  {direction:<14}" + "".join(f"{row[k]:>9.3f}" for k in ks))
-    lines.append(f"  {'chance':<14}" + "".join(f"{metrics['chance'][k]:>9.3f}" for k in ks))
+    """One block per modality pair, as `mmjax train` and `mmjax eval` print it."""
+    lines = []
+    for pair, values in metrics.items():
+        ks = list(values["chance"])
+        directions = [k for k in values if k.endswith("_to_report") or k.startswith("report_to")]
+        lines.append(f"held-out retrieval {pair} ({values['num_examples']} pairs)")
+        lines.append(f"  {'direction':<16}" + "".join(f"{k:>9}" for k in ks))
+        for direction in directions:
+            row = values[direction]
+            lines.append(f"  {direction:<16}" + "".join(f"{row[k]:>9.3f}" for k in ks))
+        lines.append(f"  {'chance':<16}" + "".join(f"{values['chance'][k]:>9.3f}" for k in ks))
     return "\n".join(lines)
 
+
+def _save_examples(ctx, query: str, rows: np.ndarray, similarity: np.ndarray) -> None:
+    """The first queries' top reports, for the run report (images are kept as arrays)."""
+    count = min(ctx.cfg.eval.examples, len(rows))
+    top = np.argsort(-similarity[:count], axis=1, kind="stable")[:, :EXAMPLE_CANDIDATES]
+    records = ctx.records([*rows[:count], *rows[top].ravel()])
+    examples = []
+    for i in range(count):
+        candidates = [{"report": records[count + i * EXAMPLE_CANDIDATES + j]["report"],
+                       "score": float(similarity[i, top[i, j]]), "correct": bool(top[i, j] == i)}
+                      for j in range(EXAMPLE_CANDIDATES)]
+        examples.append({"index": int(rows[i]), "report": records[i]["report"],
+                         "candidates": candidates})
+    ctx.save_json(f"retrieval_examples_{query}.json", examples)
+    if query == "image":
+        ctx.save_arrays("retrieval_examples_image.npz",
+                        images=np.stack([ctx.display_image(r) for r in records[:count]]))
+
+
+@register("retrieval", requires_modalities("retrieval", ("report",), QUERY_MODALITIES))
+def evaluate(ctx) -> dict:
+    predictions = ctx.predictions()
+    results = {}
+    for query in (m for m in QUERY_MODALITIES if m in predictions.embeddings):
+        both = predictions.present[query] & predictions.present["report"]
+        if not both.any():
+            continue
+        query_emb = predictions.embeddings[query][both]
+        report_emb = predictions.embeddings["report"][both]
+        results[f"{query}-report"] = retrieval_metrics(query_emb, report_emb,
+                                                       ctx.cfg.eval.recall_at, query)
+        if ctx.out_dir is not None:
+            _save_examples(ctx, query, predictions.index[both], query_emb @ report_emb.T)
+    if not results:
+        raise ValueError("the eval split has no example with a report and an image, video "
+                         "or signal")
+    return results

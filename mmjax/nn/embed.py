@@ -5,6 +5,7 @@ import einops
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from mmjax.nn.layers import constrain, dense, kernel_init
 
@@ -60,21 +61,36 @@ def sincos_1d(length: int, width: int) -> np.ndarray:
 
 class PositionEmbed(nn.Module):
     """Adds positions to [B, L, D] tokens: learned (a table of `max_length` rows, the
-    first L used) or fixed sin-cos."""
+    first L used) or fixed sin-cos.
+
+    decode (learned only): x holds the next tokens of a sequence, whose position is
+    counted in the 'cache' collection; the first call (on the full length) primes it.
+    """
 
     kind: str = "learned"  # learned | sincos
     max_length: int = 0  # 0 = exactly the input length
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, decode: bool = False):
         _, length, width = x.shape
         rows = self.max_length or length
+        if decode and self.has_variable("params", "pos"):  # a step is shorter than the table
+            rows = nn.meta.unbox(self.get_variable("params", "pos")).shape[0]
         if length > rows:
             raise ValueError(f"{length} tokens exceed the {rows} positions of the table")
         if self.kind == "sincos":
+            if decode:
+                raise ValueError("decoding needs learned positions")
             return x + jnp.asarray(sincos_1d(length, width), x.dtype)[None]
         if self.kind != "learned":
             raise ValueError(f"unknown position embedding '{self.kind}'")
         table = self.param("pos", kernel_init("length", "embed", init=nn.initializers.normal(0.02)),
                            (rows, width), jnp.float32)
-        return x + table[None, :length].astype(x.dtype)
+        if not decode:
+            return x + table[None, :length].astype(x.dtype)
+        primed = self.has_variable("cache", "cache_index")
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        start = index.value if primed else 0
+        if primed:
+            index.value = start + length
+        return x + lax.dynamic_slice_in_dim(table, start, length)[None].astype(x.dtype)

@@ -80,17 +80,23 @@ class ReportDecoder(nn.Module):
     options: BlockOptions = BlockOptions()
 
     @nn.compact
-    def __call__(self, embedded, mask, context, context_mask):
+    def __call__(self, embedded, mask, context, context_mask, decode=False):
         """A learned null memory token is always present, so attention stays defined
-        (and independent of placeholders) when no other modality is."""
-        batch, width = embedded.shape[0], context.shape[-1]
-        null = self.param("null_memory", kernel_init(None, None, "embed",
-                                                     init=nn.initializers.normal(0.02)),
-                          (1, 1, width), jnp.float32)
-        context = jnp.concatenate([jnp.broadcast_to(null, (batch, 1, width)).astype(
-            context.dtype), context], axis=1)
-        context_mask = jnp.concatenate([jnp.ones((batch, 1), bool), context_mask], axis=1)
-        x = PositionEmbed("learned", self.max_length, name="pos_embed")(embedded)
+        (and independent of placeholders) when no other modality is.
+
+        decode: a first call on the full length with the context primes the 'cache';
+        each later call takes the next token, with mask, context and context_mask None.
+        """
+        if context is not None:
+            batch, width = embedded.shape[0], context.shape[-1]
+            null = self.param("null_memory", kernel_init(None, None, "embed",
+                                                         init=nn.initializers.normal(0.02)),
+                              (1, 1, width), jnp.float32)
+            context = jnp.concatenate([jnp.broadcast_to(null, (batch, 1, width)).astype(
+                context.dtype), context], axis=1)
+            context_mask = jnp.concatenate([jnp.ones((batch, 1), bool), context_mask], axis=1)
+        x = PositionEmbed("learned", self.max_length, name="pos_embed")(embedded, decode)
         return Transformer(self.depth, self.num_heads, self.mlp_dim, self.options,
                            cross_attention=True, name="transformer")(
-            x, key_mask=mask, context=context, context_mask=context_mask, causal=True)
+            x, key_mask=mask, context=context, context_mask=context_mask, causal=True,
+            decode=decode)

@@ -4,6 +4,7 @@ fusion and task heads on one backbone."""
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mmjax.config import ModelConfig
@@ -19,6 +20,11 @@ MODALITIES = ("image", "video", "signal", "report")
 
 def l2_normalize(x, eps: float = 1e-6):
     return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def batch_size(batch: dict) -> int:
+    """Every field of a batch leads with the batch axis; a decoding batch has no text."""
+    return (batch["text"] if "text" in batch else jax.tree.leaves(batch)[0]).shape[0]
 
 
 def _constant(value: float):
@@ -108,11 +114,11 @@ class MultimodalModel(nn.Module):
                                                   targets.shape[2])
         return predictions, targets
 
-    def report_logits(self, batch: dict, encoded: dict | None = None):
-        """Teacher-forced next-token logits [B, L, vocab] of the report given the other
-        present modalities (cross-attention; a null token when none is present).
-        `encoded` may hold modalities' encode() outputs already computed for this batch."""
-        size, width = batch["text"].shape[0], self.config.text.width
+    def report_context(self, batch: dict, encoded: dict | None = None):
+        """(context [B, N, W], mask [B, N]): the report decoder's memory, the other
+        modalities' tokens, masked where a modality is absent. `encoded` may hold
+        modalities' encode() outputs already computed for this batch."""
+        size, width = batch_size(batch), self.config.text.width
         context = [jnp.zeros((size, 0, width), jnp.float32)]
         context_mask = [jnp.zeros((size, 0), bool)]
         for m, project in self.memory_projections.items():
@@ -120,11 +126,33 @@ class MultimodalModel(nn.Module):
             context.append(project(tokens).astype(jnp.float32))
             present = batch.get(f"has_{m}", jnp.ones(size, bool))
             context_mask.append(mask & present[:, None])
+        return jnp.concatenate(context, 1), jnp.concatenate(context_mask, 1)
+
+    def report_logits(self, batch: dict, encoded: dict | None = None):
+        """Teacher-forced next-token logits [B, L, vocab] of the report given the other
+        present modalities (cross-attention; a null token when none is present)."""
         text_encoder = self.encoders["report"]
         hidden = self.report_decoder(text_encoder.token_embed(batch["text"]), batch["text_mask"],
-                                     jnp.concatenate(context, 1).astype(jnp.float32),
-                                     jnp.concatenate(context_mask, 1))
+                                     *self.report_context(batch, encoded))
         return text_encoder.logits(hidden).astype(jnp.float32)
+
+    def init_report_cache(self, batch: dict, max_len: int):
+        """Primes the report decoder's 'cache' (apply with mutable=["cache"]) for reports
+        of up to `max_len` tokens: the keys and values of the batch's context, projected
+        once, and empty self-attention slots. Under jit the priming pass's outputs are
+        unused, so XLA keeps only the context's projections."""
+        context, context_mask = self.report_context(batch)
+        ids = jnp.zeros((context.shape[0], max_len), jnp.int32)
+        self.report_decoder(self.encoders["report"].token_embed(ids), jnp.ones(ids.shape, bool),
+                            context, context_mask, decode=True)
+
+    def decode_step(self, ids):
+        """Next-token logits [B, vocab] after the tokens ids [B] (apply with
+        mutable=["cache"]); call t feeds the token at position t of the report."""
+        text_encoder = self.encoders["report"]
+        hidden = self.report_decoder(text_encoder.token_embed(ids[:, None]), None, None, None,
+                                     decode=True)
+        return text_encoder.logits(hidden[:, 0]).astype(jnp.float32)
 
     # ---- Encoding.
 

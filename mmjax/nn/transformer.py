@@ -46,13 +46,16 @@ class EncoderBlock(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask=None, context=None, context_mask=None, causal=False):
+    def __call__(self, x, key_mask=None, context=None, context_mask=None, causal=False,
+                 decode=False):
         o = self.options
         attend = MultiHeadAttention(self.num_heads, o.dtype, o.param_dtype, name="attn")
-        x = self._residual(x, lambda y: attend(y, key_mask=key_mask, causal=causal), "ln_attn")
+        x = self._residual(x, lambda y: attend(y, key_mask=key_mask, causal=causal,
+                                               decode=decode), "ln_attn")
         if self.cross_attention:
             cross = MultiHeadAttention(self.num_heads, o.dtype, o.param_dtype, name="cross")
-            x = self._residual(x, lambda y: cross(y, context, context_mask), "ln_cross")
+            x = self._residual(x, lambda y: cross(y, context, context_mask, decode=decode),
+                               "ln_cross")
         mlp = MlpBlock(self.mlp_dim, o, name="mlp")
         return self._residual(x, mlp, "ln_mlp")
 
@@ -67,7 +70,10 @@ class EncoderBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of blocks; pre-norm stacks end with a final LayerNorm."""
+    """A stack of blocks; pre-norm stacks end with a final LayerNorm.
+
+    decode: incremental decoding through the attention caches (see MultiHeadAttention).
+    """
 
     depth: int
     num_heads: int
@@ -76,12 +82,14 @@ class Transformer(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask=None, context=None, context_mask=None, causal=False):
-        block = nn.remat(EncoderBlock, static_argnums=(5,)) if self.options.remat \
-            else EncoderBlock
+    def __call__(self, x, key_mask=None, context=None, context_mask=None, causal=False,
+                 decode=False):
+        # Remat only saves memory for a backward pass, which decoding does not have.
+        block = nn.remat(EncoderBlock, static_argnums=(5, 6)) \
+            if self.options.remat and not decode else EncoderBlock
         for i in range(self.depth):
             x = block(self.num_heads, self.mlp_dim, self.options, self.cross_attention,
-                      name=f"block_{i}")(x, key_mask, context, context_mask, causal)
+                      name=f"block_{i}")(x, key_mask, context, context_mask, causal, decode)
         if self.options.norm == "pre":
             o = self.options
             x = layer_norm(o.dtype, o.param_dtype, "ln_final", o.eps)(x)

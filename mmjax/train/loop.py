@@ -2,7 +2,6 @@
 compile, loop (logs, checkpoints, SIGTERM), evals."""
 
 import dataclasses
-import json
 import logging
 import signal
 import time
@@ -20,8 +19,8 @@ from tqdm import tqdm
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.eval.embed import embed_pairs
-from mmjax.eval.retrieval import retrieval_metrics
+from mmjax.eval import registry
+from mmjax.eval.context import EvalContext
 from mmjax.nn.model import MultimodalModel
 from mmjax.objectives.supervised import positive_weights
 from mmjax.parallel import rules
@@ -31,7 +30,7 @@ from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.losses import LOG_VARIANCES, Objectives
 from mmjax.train.metrics import MetricsLog, Throughput, compiled_step_flops, peak_flops
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
-from mmjax.train.step import StepBuilder, as_float32, make_embed_fns, split_params
+from mmjax.train.step import StepBuilder, as_float32, split_params
 from mmjax.train.warm_start import warm_start
 
 # Keys that fix the checkpoint's shapes or the meaning of its inputs; a workdir keeps them.
@@ -115,6 +114,31 @@ def _replicate(tree, devices):
         jax.device_get(tree))
 
 
+def define_model(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
+                 mesh: Mesh, label_prevalence=None):
+    """(model, objectives, init_variables(batch), param_shardings): what the parameters
+    are and where the rules put each, before any is created."""
+    special = tokenizer_lib.special_ids(tokenizer)
+    weights = (tuple(float(w) for w in positive_weights(label_prevalence))
+               if cfg.objectives.class_weights and label_prevalence is not None else None)
+    if cfg.objectives.class_weights and weights is None:
+        raise config_lib.ConfigError("objectives.class_weights needs the dataset's label "
+                                     "prevalence, which its manifest lacks")
+    objectives = Objectives(cfg.objectives, tuple(cfg.data.modalities),
+                            tokenizer.get_vocab_size(), special["[MASK]"],
+                            tuple(special.values()), num_labels, weights)
+    model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), tuple(cfg.data.modalities),
+                            num_labels)
+
+    def init_variables(batch):
+        rng = jax.random.key(cfg.train.seed)
+        return model.init(rng, batch, rng, method=objectives.forward)
+
+    # Outside the sharding context: flax would constrain boxed kernels mid-init.
+    abstract = jax.eval_shape(init_variables, example_batch)
+    return model, objectives, init_variables, rules.param_shardings(mesh, abstract["params"])
+
+
 def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
           devices=None, label_prevalence=None) -> Run:
     """Mesh, model, objectives, optimizer, initialised sharded state and train step."""
@@ -132,27 +156,8 @@ def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: in
     check_divisible(cfg.train.batch_size // max(cfg.train.accumulation_steps, 1), mesh,
                     "train.batch_size / train.accumulation_steps")
     check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
-
-    special = tokenizer_lib.special_ids(tokenizer)
-    weights = (tuple(float(w) for w in positive_weights(label_prevalence))
-               if cfg.objectives.class_weights and label_prevalence is not None else None)
-    if cfg.objectives.class_weights and weights is None:
-        raise config_lib.ConfigError("objectives.class_weights needs the dataset's label "
-                                     "prevalence, which its manifest lacks")
-    objectives = Objectives(cfg.objectives, tuple(cfg.data.modalities),
-                            tokenizer.get_vocab_size(), special["[MASK]"],
-                            tuple(special.values()), num_labels, weights)
-    model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), tuple(cfg.data.modalities),
-                            num_labels)
-
-    # Parameters: abstract first, so every one is created directly where the rules put it.
-    def init_variables(batch):
-        rng = jax.random.key(cfg.train.seed)
-        return model.init(rng, batch, rng, method=objectives.forward)
-
-    # Outside the sharding context: flax would constrain boxed kernels mid-init.
-    abstract = jax.eval_shape(init_variables, example_batch)
-    param_shardings = rules.param_shardings(mesh, abstract["params"])
+    model, objectives, init_variables, param_shardings = define_model(
+        cfg, tokenizer, example_batch, num_labels, mesh, label_prevalence)
     log_variances = objectives.init_log_variances()
     if log_variances is not None:
         param_shardings = {**param_shardings,
@@ -241,13 +246,15 @@ def train(
     stop_at: int | None = None,
     evaluate: bool = True,
 ):
-    """Trains (or resumes) to cfg.train.num_steps, then evaluates held-out retrieval.
+    """Trains (or resumes) to cfg.train.num_steps, evaluating on the way and at the end.
 
     `stop_at` ends this invocation after that step with a checkpoint and no eval, for
     jobs that must fit a time slot; SIGTERM does the same at the next step. Rerunning
     continues exactly where it stopped. `evaluate=False` skips the held-out evals.
-    Returns a dict with the step, the last logged metrics, the retrieval metrics (None
-    when stopped early or not evaluated), whether it was preempted, and the state.
+    Evaluators (eval.evaluators) run every eval.every steps and after the last one.
+    Returns a dict with the step, the last logged metrics, the final evals' metrics by
+    evaluator (None when stopped early or not evaluated), whether it was preempted, and
+    the state.
     """
     workdir = Path(workdir)
     prepare_workdir(cfg, workdir)
@@ -273,11 +280,26 @@ def train(
     train_step, step_flops = compile_step(run, run.to_device(first))
     peak = peak_flops(run.mesh.devices.flat[0].device_kind, cfg.train.peak_tflops)
 
-    # ---- Loop.
+    # ---- Evals: checked now, so a config that cannot evaluate fails before training.
     is_writer = jax.process_index() == 0
     metrics_log = MetricsLog(workdir / "metrics.jsonl",
                              workdir / "tensorboard" if cfg.train.tensorboard and is_writer
                              else None)
+    evaluators = registry.resolve(cfg) if evaluate else []
+    evals = None
+
+    def run_evals(step: int) -> dict:
+        params, _ = split_params(run.host_state().params)
+        shardings, _ = split_params(run.param_shardings)
+        ctx = EvalContext(cfg, run.model, jax.device_put(params, shardings), shardings,
+                          run.mesh, data.tokenizer, data.label_names, step,
+                          workdir / "eval" if is_writer else None)
+        results = registry.run_all(ctx, evaluators)
+        if is_writer:
+            metrics_log.write(step, registry.scalars(results))
+        return results
+
+    # ---- Loop.
     throughput = Throughput()
     last_metrics, preempted = {}, False
     inputs = pipeline.iterate(data.batches, start, cfg.data.workers)
@@ -309,36 +331,18 @@ def train(
                 bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
                                 ex_per_s=f"{last_metrics['examples_per_sec']:.0f}")
             checkpointer.maybe_save(run.host_state(), done, final=done == end or preempted)
+            if evaluators and cfg.eval.every and done % cfg.eval.every == 0:
+                results = run_evals(done)
+                evals = results if done == num_steps else None
+                throughput.reset()  # examples/s should not count the evals
             bar.update(1)
             if preempted:
                 log.warning("SIGTERM: saved the checkpoint of step %d; rerun to resume", done)
                 end = done
                 break
     checkpointer.close()
+    if evaluators and end == num_steps and evals is None:
+        evals = run_evals(end)
     metrics_log.close()
-    state = run.host_state()
-    result = {"step": end, "metrics": last_metrics, "retrieval": None, "state": state,
-              "preempted": preempted}
-    if not evaluate or end < num_steps or not {"image", "report"} <= set(cfg.data.modalities):
-        return result
-
-    # ---- Evals on the held-out split: every pair with both an image and a report.
-    def to_global(local_batch):
-        return jax.make_array_from_process_local_data(batch_sharding(run.mesh), local_batch)
-
-    eval_source, eval_transform = pipeline.open_split(cfg.data, cfg.data.eval_split,
-                                                      data.tokenizer)
-    eval_batches = pipeline.eval_batches(
-        eval_source, eval_transform, cfg.eval.batch_size // jax.process_count(),
-        jax.process_index(), jax.process_count(),
-    )
-    model_params, _ = split_params(state.params)
-    param_shardings, _ = split_params(run.param_shardings)
-    image_emb, text_emb = embed_pairs(
-        *make_embed_fns(run.model, run.mesh, param_shardings),
-        jax.device_put(model_params, param_shardings), map(to_global, eval_batches))
-    retrieval = retrieval_metrics(image_emb, text_emb, cfg.eval.recall_at)
-    if is_writer:
-        (workdir / "eval").mkdir(exist_ok=True)
-        (workdir / "eval" / "retrieval.json").write_text(json.dumps(retrieval, indent=2) + "\n")
-    return {**result, "retrieval": retrieval}
+    return {"step": end, "metrics": last_metrics, "evals": evals, "state": run.host_state(),
+            "preempted": preempted}

@@ -66,6 +66,11 @@ def read(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
 
 
+def train_rows(path: str | Path) -> list[dict]:
+    """The training steps' rows; evaluations write rows of 'eval/...' metrics instead."""
+    return [row for row in read(path) if "loss" in row]
+
+
 class Throughput:
     """Examples per second between successive calls to `measure`."""
 

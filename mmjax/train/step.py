@@ -191,22 +191,6 @@ class StepBuilder:
         return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)
 
 
-def make_embed_fns(model, mesh, param_shardings):
-    """Jitted (params, images) -> image embeddings and (params, ids, mask) -> text embeddings."""
-
-    def embed_image(params, images):
-        return model.apply({"params": params}, images, method=model.embed_image)
-
-    def embed_text(params, token_ids, mask):
-        return model.apply({"params": params}, token_ids, mask, method=model.embed_text)
-
-    data = batch_sharding(mesh)
-    return (
-        jax.jit(embed_image, in_shardings=(param_shardings, data), out_shardings=data),
-        jax.jit(embed_text, in_shardings=(param_shardings, data, data), out_shardings=data),
-    )
-
-
 def as_float32(tree):
     """Host copies of metrics as Python floats, for logging."""
     return {k: float(jnp.asarray(v, jnp.float32)) for k, v in jax.device_get(tree).items()}

@@ -1,0 +1,36 @@
+"""ROC AUC and curves from scores and binary labels, with ties handled exactly."""
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def roc_auc(labels, scores) -> float:
+    """P(score of a random positive > score of a random negative), ties counting half
+    (the Mann-Whitney U statistic). NaN when either class is absent."""
+    labels = np.asarray(labels, bool)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if not positives or not negatives:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, np.float64))
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) at every distinct threshold, from (0, 0)."""
+    labels = np.asarray(labels, bool)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    sorted_scores, sorted_labels = np.asarray(scores)[order], labels[order]
+    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    true_positives = np.cumsum(sorted_labels)[last_of_tie]
+    false_positives = np.cumsum(~sorted_labels)[last_of_tie]
+    return (np.r_[0.0, false_positives / max(false_positives[-1], 1)],
+            np.r_[0.0, true_positives / max(true_positives[-1], 1)])
+
+
+def per_label_auc(labels: np.ndarray, scores: np.ndarray, names) -> dict:
+    """{'auc/<name>': AUC} for each column and 'mean_auc' over the columns where both
+    classes occur (a column with one class has no AUC and is reported as null)."""
+    aucs = {name: roc_auc(labels[:, i], scores[:, i]) for i, name in enumerate(names)}
+    defined = [v for v in aucs.values() if not np.isnan(v)]
+    return {"mean_auc": float(np.mean(defined)) if defined else None,
+            **{f"auc/{name}": (None if np.isnan(v) else v) for name, v in aucs.items()}}

@@ -1,0 +1,33 @@
+"""The fine-tuned heads on held-out patients: diagnosis ROC AUC per finding and macro,
+risk ROC AUC (the risk outcome is binary, so AUC is its concordance index)."""
+
+import numpy as np
+
+from mmjax.config import Config, ConfigError
+from mmjax.eval.auc import per_label_auc, roc_auc
+from mmjax.eval.registry import register
+
+
+def _check(cfg: Config) -> None:
+    if not cfg.objectives.diagnosis:
+        raise ConfigError("evaluator 'diagnosis' needs a trained diagnosis head "
+                          "(objectives.diagnosis > 0)")
+
+
+@register("diagnosis", _check)
+def evaluate(ctx) -> dict:
+    predictions = ctx.predictions()
+    if predictions.diagnosis is None:
+        raise ConfigError("evaluator 'diagnosis': the model has no diagnosis head parameters")
+    rows = predictions.has_labels
+    labels = predictions.labels[rows] > 0.5
+    scores = predictions.diagnosis[rows]
+    results = {"num_examples": int(rows.sum()), **per_label_auc(labels, scores, ctx.label_names)}
+    results["accuracy"] = float(((scores > 0) == labels).mean())
+    ctx.save_arrays("diagnosis.npz", labels=labels, scores=scores,
+                    names=np.asarray(ctx.label_names))
+    if ctx.cfg.objectives.risk and predictions.has_risk.any():
+        has_risk = predictions.has_risk
+        auc = roc_auc(predictions.risk[has_risk] > 0.5, predictions.risk_logit[has_risk])
+        results["risk_auc"] = None if np.isnan(auc) else auc
+    return results

@@ -1,0 +1,69 @@
+"""A trained workdir back in memory — its config, tokenizer, model and parameters, placed
+on a mesh — for `mmjax eval` and `mmjax export`. The optimizer state is not rebuilt."""
+
+import logging
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mmjax import config as config_lib
+from mmjax.data import pipeline
+from mmjax.eval.context import EvalContext
+from mmjax.parallel.mesh import make_mesh
+from mmjax.train.loop import define_model
+from mmjax.train.step import split_params
+
+log = logging.getLogger(__name__)
+
+
+def read_params(checkpoints: Path, step: int | None = None) -> tuple[dict, int]:
+    """(parameters as host arrays, step) of checkpoint `step` (default the newest)."""
+    if not checkpoints.is_dir():
+        raise config_lib.ConfigError(f"no checkpoints in {checkpoints.parent} "
+                                     f"(expected {checkpoints}/<step>/)")
+    with ocp.CheckpointManager(checkpoints.absolute()) as manager:
+        steps = manager.all_steps()
+        step = manager.latest_step() if step is None else step
+        if step not in steps:
+            raise config_lib.ConfigError(f"no checkpoint of step {step} in {checkpoints}; "
+                                         f"it has {sorted(steps) or 'none'}")
+        restored = manager.restore(step, args=ocp.args.StandardRestore())
+    return restored["params"], step
+
+
+def load(workdir: str | Path, step: int | None = None, data_path: str | None = None,
+         devices=None) -> EvalContext:
+    """The workdir's model at checkpoint `step` (newest by default), ready to evaluate on
+    its own held-out split or on the dataset at `data_path`, whose label set must match."""
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise config_lib.ConfigError(f"{workdir} is not a training workdir: no config.json")
+    cfg = config_lib.read(config_path)
+    tokenizer = pipeline.load_tokenizer(cfg.data)  # the one the model was trained with
+    train_labels = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest.label_names
+    if data_path:
+        cfg.data.path = str(data_path)
+    source, transform = pipeline.open_split(cfg.data, cfg.data.eval_split, tokenizer)
+    label_names = tuple(source.manifest.label_names)
+    if label_names != tuple(train_labels):
+        raise config_lib.ConfigError(f"{data_path} has labels {label_names}, the model was "
+                                     f"trained on {tuple(train_labels)}")
+
+    mesh = make_mesh(cfg.parallel, devices)
+    example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
+    model, _, _, shardings = define_model(cfg, tokenizer, example, len(label_names), mesh)
+    shardings, _ = split_params(shardings)
+    stored, step = read_params(workdir / "checkpoints", step)
+    params, _ = split_params(stored)
+    expected = jax.tree_util.tree_structure(shardings)
+    if jax.tree_util.tree_structure(params) != expected:
+        raise config_lib.ConfigError(f"the checkpoint of step {step} in {workdir} does not fit "
+                                     "the model its config.json describes")
+    params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+    log.info("loaded step %d of %s", step, workdir)
+    out_dir = workdir / "eval" if jax.process_index() == 0 else None
+    return EvalContext(cfg, model, params, shardings, mesh, tokenizer, label_names, step,
+                       out_dir)
