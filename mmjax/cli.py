@@ -56,6 +56,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from mmjax.report import write_report
+
+    path = write_report([Path(w) for w in args.workdir], Path(args.out) if args.out else None)
+    print(f"report: {path.resolve()}")
+    return 0
+
+
 def _data_synthmed(args: argparse.Namespace) -> int:
     from mmjax.data.write_synthmed import write_synthmed
 
@@ -171,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate on this dataset's eval split instead of the config's")
     evaluate.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     evaluate.set_defaults(run=_eval)
+
+    report = commands.add_parser("report", help="an HTML page of curves, metrics, examples")
+    report.add_argument("--workdir", action="append", required=True,
+                        help="a training workdir (repeat for several runs on one page)")
+    report.add_argument("--out", default="",
+                        help="HTML file (default: <first workdir>/report.html)")
+    report.set_defaults(run=_report)
 
     plan = commands.add_parser("plan", help="parameters and training FLOPs per module")
     plan.add_argument("--config", required=True, help="experiment file defining get_config()")

@@ -29,6 +29,7 @@ class DataConfig:
 
     path: str = ""  # dataset folder from `mmjax data synthmed` or `mmjax data ingest`
     train_split: str = "train"
+    train_fraction: float = 1.0  # train on this leading share of the split (label efficiency)
     eval_split: str = "eval"
     modalities: tuple[str, ...] = ("image", "report")
     max_text_len: int = 96

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmjax.config import DataConfig
+from mmjax.config import ConfigError, DataConfig
 from mmjax.data import pipeline, shards
 from mmjax.data import tokenizer as tokenizer_lib
 
@@ -126,3 +126,16 @@ def test_batch_larger_than_the_host_share_is_a_clear_error(dataset):
     source, transform = _open(dataset)
     with pytest.raises(pipeline.ConfigError, match="per-host batch 64 exceeds"):
         pipeline.train_batches(source, transform, 64, seed=0)
+
+
+def test_train_fraction_uses_the_same_leading_examples_on_every_host():
+    def transform(record, rng):
+        return {"x": np.int32(record)}
+
+    seen = [set(np.concatenate([pipeline.train_batches(list(range(100)), transform, 5, 0,
+                                                       host, 2, fraction=0.2)[s]["x"]
+                                for s in range(2)]))
+            for host in range(2)]
+    assert seen[0] | seen[1] == set(range(20)) and not seen[0] & seen[1]
+    with pytest.raises(ConfigError, match="data.train_fraction"):
+        pipeline.train_batches(list(range(10)), transform, 2, 0, fraction=0.0)

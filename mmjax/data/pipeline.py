@@ -168,13 +168,18 @@ def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
 
 
 def train_batches(source, transform, batch_size: int, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+                  process_index: int = 0, process_count: int = 1,
+                  fraction: float = 1.0) -> grain.MapDataset:
     """Infinite per-host batches; element s is the batch of step s.
 
-    Each host takes every process_count-th example, then shuffles with a new
+    Only the split's first `fraction` of examples is used (the same ones on any number
+    of hosts). Each host takes every process_count-th of them, then shuffles with a new
     permutation each epoch; `batch_size` is the per-host batch.
     """
-    dataset = grain.MapDataset.source(source)[process_index::process_count]
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {fraction}")
+    used = max(int(round(fraction * len(source))), 1)
+    dataset = grain.MapDataset.source(source)[:used][process_index::process_count]
     if batch_size > len(dataset):
         raise ConfigError(
             f"per-host batch {batch_size} exceeds the {len(dataset)} examples on this host"

@@ -76,7 +76,7 @@ def open_input(cfg: config_lib.Config) -> Input:
     source, transform = pipeline.open_split(cfg.data, cfg.data.train_split, tokenizer)
     batches = pipeline.train_batches(
         source, transform, cfg.train.batch_size // jax.process_count(), cfg.train.seed,
-        jax.process_index(), jax.process_count(),
+        jax.process_index(), jax.process_count(), cfg.data.train_fraction,
     )
     manifest = source.manifest
     prevalence = manifest.attributes.get("label_prevalence", {}).get(cfg.data.train_split)
