@@ -7,9 +7,22 @@ STAMP  := $(VENV)/.installed-stamp
 
 DEMO_DATA := runs/synthmed
 
+DEMO     := runs/demo
+FINETUNE := experiments/demo_finetune.py
+
+# Pretrain and evaluate; fine-tune on all labels; fine-tune on 1% of them from the
+# pretrained encoder and from scratch; export; one HTML report of all four runs.
 demo: $(STAMP) $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/mmjax data inspect $(DEMO_DATA)
-	$(VENV)/bin/mmjax train --config experiments/tiny_cpu.py --workdir runs/demo
+	$(VENV)/bin/mmjax train --config experiments/demo_pretrain.py --workdir $(DEMO)/pretrain
+	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune
+	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune_1pct \
+		--set data.train_fraction=0.01 --set train.num_steps=100
+	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/scratch_1pct \
+		--set data.train_fraction=0.01 --set train.num_steps=100 --set init.from=
+	$(VENV)/bin/mmjax export --workdir $(DEMO)/finetune --out $(DEMO)/export
+	$(VENV)/bin/mmjax report --workdir $(DEMO)/pretrain --workdir $(DEMO)/finetune \
+		--workdir $(DEMO)/finetune_1pct --workdir $(DEMO)/scratch_1pct --out $(DEMO)/report.html
 
 $(DEMO_DATA)/manifest.json: | $(STAMP)
 	$(VENV)/bin/mmjax data synthmed --patients 9000 --eval-patients 512 --image-size 32 \

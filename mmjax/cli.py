@@ -64,6 +64,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from mmjax.export import export
+
+    _enable_compilation_cache()
+    out = export(args.workdir, args.out, args.step)
+    print(f"exported {args.workdir} to {out} (load with mmjax.export.load)")
+    return 0
+
+
 def _data_synthmed(args: argparse.Namespace) -> int:
     from mmjax.data.write_synthmed import write_synthmed
 
@@ -179,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate on this dataset's eval split instead of the config's")
     evaluate.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     evaluate.set_defaults(run=_eval)
+
+    export = commands.add_parser("export", help="encoders as StableHLO + safetensors")
+    export.add_argument("--workdir", required=True, help="a training workdir")
+    export.add_argument("--out", required=True, help="folder to write (a new one, or a "
+                        "previous export to replace)")
+    export.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    export.set_defaults(run=_export)
 
     report = commands.add_parser("report", help="an HTML page of curves, metrics, examples")
     report.add_argument("--workdir", action="append", required=True,

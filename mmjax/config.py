@@ -211,7 +211,8 @@ class EvalConfig:
     batch_size: int = 128
     recall_at: tuple[int, ...] = (1, 5, 10)
     prompts: str = ""  # JSON {finding: {"positive": [...], "negative": [...]}}; "" = built in
-    zeroshot_findings: tuple[str, ...] = ()  # the mean AUC is over these ((): every label)
+    normal_prompts: tuple[str, ...] = ()  # a normal study, added to built-in negatives
+    findings: tuple[str, ...] = ()  # mean AUCs are over these labels ((): every label)
     probe_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # of the training labels
     probe_examples: int = 4096  # training examples embedded for the probe (0: all)
     probe_l2: float = 1e-3

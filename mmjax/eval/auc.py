@@ -3,6 +3,8 @@
 import numpy as np
 from scipy.stats import rankdata
 
+from mmjax.config import ConfigError
+
 
 def roc_auc(labels, scores) -> float:
     """P(score of a random positive > score of a random negative), ties counting half
@@ -27,10 +29,20 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
             np.r_[0.0, true_positives / max(true_positives[-1], 1)])
 
 
-def per_label_auc(labels: np.ndarray, scores: np.ndarray, names) -> dict:
-    """{'auc/<name>': AUC} for each column and 'mean_auc' over the columns where both
-    classes occur (a column with one class has no AUC and is reported as null)."""
+def per_label_auc(labels: np.ndarray, scores: np.ndarray, names, focus=()) -> dict:
+    """{'auc/<name>': AUC} for each column, and 'mean_auc' over the `focus` columns
+    (default all) where both classes occur; a one-class column's AUC is null."""
     aucs = {name: roc_auc(labels[:, i], scores[:, i]) for i, name in enumerate(names)}
-    defined = [v for v in aucs.values() if not np.isnan(v)]
+    defined = [aucs[n] for n in (focus or names) if not np.isnan(aucs[n])]
     return {"mean_auc": float(np.mean(defined)) if defined else None,
+            "mean_auc_over": list(focus or names),
             **{f"auc/{name}": (None if np.isnan(v) else v) for name, v in aucs.items()}}
+
+
+def focus_findings(cfg_findings, names) -> tuple[str, ...]:
+    """eval.findings, checked against the dataset's labels."""
+    unknown = set(cfg_findings) - set(names)
+    if unknown:
+        raise ConfigError(f"eval.findings: {', '.join(sorted(unknown))} are not labels of the "
+                         f"dataset ({', '.join(names)})")
+    return tuple(cfg_findings)

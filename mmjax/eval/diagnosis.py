@@ -4,7 +4,7 @@ risk ROC AUC (the risk outcome is binary, so AUC is its concordance index)."""
 import numpy as np
 
 from mmjax.config import Config, ConfigError
-from mmjax.eval.auc import per_label_auc, roc_auc
+from mmjax.eval.auc import focus_findings, per_label_auc, roc_auc
 from mmjax.eval.registry import register
 
 
@@ -22,7 +22,9 @@ def evaluate(ctx) -> dict:
     rows = predictions.has_labels
     labels = predictions.labels[rows] > 0.5
     scores = predictions.diagnosis[rows]
-    results = {"num_examples": int(rows.sum()), **per_label_auc(labels, scores, ctx.label_names)}
+    focus = focus_findings(ctx.cfg.eval.findings, ctx.label_names)
+    results = {"num_examples": int(rows.sum()),
+               **per_label_auc(labels, scores, ctx.label_names, focus)}
     results["accuracy"] = float(((scores > 0) == labels).mean())
     ctx.save_arrays("diagnosis.npz", labels=labels, scores=scores,
                     names=np.asarray(ctx.label_names))

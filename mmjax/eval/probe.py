@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from mmjax.config import ConfigError
-from mmjax.eval.auc import per_label_auc
+from mmjax.eval.auc import focus_findings, per_label_auc
 from mmjax.eval.registry import register, requires_modalities
 from mmjax.eval.retrieval import QUERY_MODALITIES
 
@@ -63,6 +63,7 @@ def evaluate(ctx) -> dict:
     cfg = ctx.cfg
     train = ctx.predictions(cfg.data.train_split, cfg.eval.probe_examples)
     held_out = ctx.predictions()
+    focus = focus_findings(cfg.eval.findings, ctx.label_names)
     results = {}
     for query in (m for m in QUERY_MODALITIES if m in train.embeddings):
         train_rows = train.present[query] & train.has_labels
@@ -78,6 +79,6 @@ def evaluate(ctx) -> dict:
             scores = held_out.embeddings[query][test_rows] @ w + b
             per_fraction[f"{fraction:g}"] = {"num_labelled": len(chosen),
                                              **per_label_auc(test_labels, scores,
-                                                             ctx.label_names)}
+                                                             ctx.label_names, focus)}
         results[query] = per_fraction
     return results

@@ -19,7 +19,8 @@ def _lines(name: str, metrics: dict) -> list[str]:
             f"{float(f):.0%} labels ({v['num_labelled']}) AUC {_number(v['mean_auc'])}"
             for f, v in fractions.items()) for m, fractions in metrics.items()]
     if name == "diagnosis":
-        line = f"diagnosis: mean AUC {_number(metrics['mean_auc'])}"
+        line = (f"diagnosis: mean AUC {_number(metrics['mean_auc'])} over "
+                f"{', '.join(metrics['mean_auc_over'])}")
         if "risk_auc" in metrics:
             line += f"; risk AUC {_number(metrics['risk_auc'])}"
         return [line]

@@ -257,6 +257,7 @@ def train(
     the state.
     """
     workdir = Path(workdir)
+    evaluators = registry.resolve(cfg) if evaluate else []  # a bad name fails before work
     prepare_workdir(cfg, workdir)
 
     # ---- Input, then everything that depends on the model.
@@ -280,12 +281,11 @@ def train(
     train_step, step_flops = compile_step(run, run.to_device(first))
     peak = peak_flops(run.mesh.devices.flat[0].device_kind, cfg.train.peak_tflops)
 
-    # ---- Evals: checked now, so a config that cannot evaluate fails before training.
+    # ---- Evals.
     is_writer = jax.process_index() == 0
     metrics_log = MetricsLog(workdir / "metrics.jsonl",
                              workdir / "tensorboard" if cfg.train.tensorboard and is_writer
                              else None)
-    evaluators = registry.resolve(cfg) if evaluate else []
     evals = None
 
     def run_evals(step: int) -> dict:

@@ -1,0 +1,131 @@
+"""Every evaluator on a briefly trained smoke model, against the same model untrained:
+metrics in range, learning visible, each example seen exactly once, `mmjax eval`."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from mmjax.cli import main
+from mmjax.config import ConfigError
+from mmjax.eval import registry, trained
+from mmjax.eval.context import EvalContext
+from mmjax.train.loop import build, open_input, train
+from mmjax.train.step import split_params
+
+EVALUATORS = ("retrieval", "zeroshot", "probe", "diagnosis", "generation", "reconstruction")
+
+
+def _config(dataset):
+    cfg = tiny_config(dataset)
+    o = cfg.objectives
+    o.caption, o.mae, o.diagnosis = 0.5, 0.5, 1.0
+    cfg.train.num_steps = 200
+    e = cfg.eval
+    e.evaluators = EVALUATORS
+    e.batch_size = 48  # the 128 held-out patients end in a ragged batch of 32
+    e.generate_examples, e.probe_examples, e.examples, e.beam_size = 48, 1024, 4, 3
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, smoke_dataset):
+    """(config, workdir, trained results, the untrained model's results)."""
+    cfg = _config(smoke_dataset)
+    workdir = tmp_path_factory.mktemp("evaluated")
+    results = train(cfg, workdir, progress=False)["evals"]
+    data = open_input(cfg)
+    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
+    params, _ = split_params(run.state.params)
+    shardings, _ = split_params(run.param_shardings)
+    untrained = EvalContext(cfg, run.model, params, shardings, run.mesh, data.tokenizer,
+                            data.label_names, 0)
+    return cfg, workdir, results, registry.run_all(untrained, registry.resolve(cfg))
+
+
+def test_retrieval_beats_chance_and_the_untrained_model(evaluated):
+    _, _, results, untrained = evaluated
+    pair, before = results["retrieval"]["image-report"], untrained["retrieval"]["image-report"]
+    assert pair["num_examples"] > 100
+    assert pair["image_to_report"]["R@10"] > 2.5 * pair["chance"]["R@10"]
+    assert pair["report_to_image"]["median_rank"] < before["report_to_image"]["median_rank"]
+
+
+def test_zeroshot_and_diagnosis_auc_are_learned(evaluated):
+    _, _, results, untrained = evaluated
+    zeroshot = results["zeroshot"]["image"]
+    assert zeroshot["mean_auc"] > untrained["zeroshot"]["image"]["mean_auc"] + 0.1
+    assert 0 <= zeroshot["accuracy"] <= 1
+    diagnosis = results["diagnosis"]
+    assert diagnosis["mean_auc"] > 0.75 > untrained["diagnosis"]["mean_auc"] + 0.1
+    assert all(0 <= v <= 1 for k, v in diagnosis.items() if k.startswith("auc/") and v)
+
+
+def test_linear_probe_improves_with_labels_and_pretraining(evaluated):
+    _, _, results, untrained = evaluated
+    probe, before = results["probe"]["image"], untrained["probe"]["image"]
+    assert [v["num_labelled"] for v in probe.values()] == [10, 102, 1020]
+    assert probe["1"]["mean_auc"] > probe["0.01"]["mean_auc"]
+    assert probe["0.1"]["mean_auc"] > before["0.1"]["mean_auc"]
+
+
+def test_generated_reports_score_and_beam_is_at_least_greedy(evaluated):
+    _, workdir, results, untrained = evaluated
+    generation = results["generation"]
+    assert generation["num_examples"] == 48
+    for method in ("greedy", "beam"):
+        assert 0 <= generation[method]["rouge_l"] <= 1
+        assert generation[method]["rouge_l"] > untrained["generation"][method]["rouge_l"] + 0.1
+    assert generation["beam"]["log_likelihood"] >= generation["greedy"]["log_likelihood"]
+    examples = json.loads((workdir / "eval" / "generation_examples.json").read_text())
+    assert len(examples) == 4 and all(e["reference"] and e["greedy"] for e in examples)
+
+
+def test_mae_reconstruction_is_learned(evaluated):
+    _, workdir, results, untrained = evaluated
+    error = results["reconstruction"]["image"]["error"]
+    assert error < 0.8 * untrained["reconstruction"]["image"]["error"]
+    grid = np.load(workdir / "eval" / "reconstruction_image.npz")
+    assert grid["original"].shape == grid["reconstruction"].shape == (4, 32, 32, 1)
+
+
+def test_every_example_once_whatever_the_batch_size(evaluated):
+    """The ragged last batch is padded and the padding dropped: 48-example batches give
+    the same rows and embeddings as 128-example ones."""
+    cfg, workdir, _, _ = evaluated
+    ctx = trained.load(workdir)
+    small = ctx.predictions()
+    ctx.cfg.eval.batch_size = 128
+    ctx._cache.clear()
+    big = ctx.predictions()
+    assert np.array_equal(small.index, np.arange(128)) and np.array_equal(big.index, small.index)
+    np.testing.assert_allclose(small.embeddings["image"], big.embeddings["image"], atol=1e-5)
+
+
+def test_mmjax_eval_reproduces_the_end_of_training_evals(evaluated, capsys):
+    _, workdir, results, _ = evaluated
+    assert main(["eval", "--workdir", str(workdir), "--evals", "retrieval,diagnosis"]) == 0
+    assert "held-out retrieval image-report" in capsys.readouterr().out
+    for name in ("retrieval", "diagnosis"):
+        written = json.loads((workdir / "eval" / f"{name}.json").read_text())
+        assert written["step"] == 200
+        assert json.dumps(written["metrics"]) == json.dumps(results[name])
+
+
+def test_evaluators_are_checked_before_training(tmp_path, smoke_dataset):
+    cfg = tiny_config(smoke_dataset)
+    cfg.eval.evaluators = ("retrieval", "rouge")
+    with pytest.raises(ConfigError, match="unknown rouge; known: diagnosis, generation"):
+        train(cfg, tmp_path, progress=False)
+    cfg.eval.evaluators = ("diagnosis",)
+    with pytest.raises(ConfigError, match="objectives.diagnosis > 0"):
+        train(cfg, tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_eval_of_a_folder_that_is_not_a_workdir_is_named(tmp_path, capsys):
+    assert main(["eval", "--workdir", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a training workdir" in capsys.readouterr().err
+    assert jax.device_count() == 8

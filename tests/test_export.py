@@ -1,0 +1,183 @@
+"""Exported encoders: reloaded where flax and mmjax.nn are never imported, they embed any
+batch size like the trained model; the folder carries a model card and is refused when
+it would overwrite something else."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from mmjax import config as config_lib
+from mmjax import export as export_lib
+from mmjax.data import pipeline
+from mmjax.eval import trained
+from mmjax.train.loop import train
+
+MODALITIES = ("image", "video", "signal", "report")
+BATCH_SIZES = (2, 5)
+TEXTS = ["no acute cardiopulmonary abnormality.",
+         "moderate cardiomegaly and a small left pleural effusion. " * 30]  # cut at 96 tokens
+
+# Run in a fresh interpreter: embeds the saved inputs with the export alone.
+LOAD_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from mmjax.export import load
+
+    model = load(sys.argv[1])
+    inputs = np.load(sys.argv[2])
+    out = {}
+    for modality, entry in model.info["modalities"].items():
+        xs = [inputs[f"{modality}.{i}"] for i in range(len(entry["inputs"]))]
+        for size in json.loads(sys.argv[4]):
+            out[f"{modality}.{size}"] = model.embed(modality, *(x[:size] for x in xs))
+    out["image"] = model.embed_image(inputs["image.0"])
+    out["texts"] = model.embed_text(json.loads(sys.argv[5]))
+    model_code = [m for m in sys.modules if m.split(".")[0] == "flax"
+                  or m.startswith(("mmjax.nn", "mmjax.train", "mmjax.eval"))]
+    assert "flax" not in sys.modules and not model_code, model_code
+    np.savez(sys.argv[3], **out)
+""")
+
+
+def _hashes(directory) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, all_modalities_dataset):
+    """Two steps of every encoder (video and signal shrunk), with a held-out eval."""
+    cfg = tiny_config(all_modalities_dataset)
+    cfg.data.modalities = MODALITIES
+    cfg.objectives.contrastive_pairs = ("image-report", "video-report", "signal-report")
+    for encoder in (cfg.model.video, cfg.model.signal):
+        encoder.width, encoder.depth, encoder.mlp_dim = 32, 1, 64
+    cfg.train.batch_size = 16
+    cfg.train.num_steps = cfg.train.log_every = cfg.train.checkpoint_every = 2
+    workdir = tmp_path_factory.mktemp("workdir")
+    train(cfg, workdir, devices=jax.devices()[:1], progress=False)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+    """(export folder, the workdir's file hashes before exporting)."""
+    before = _hashes(workdir)
+    return export_lib.export(workdir, tmp_path_factory.mktemp("exports") / "model"), before
+
+
+def _references(workdir):
+    """Inputs of the first eval examples and the model's embeddings of them."""
+    ctx = trained.load(workdir)
+    params = {"params": jax.device_get(ctx.params)}
+
+    def apply(*inputs, method):  # jitted: flax run op by op takes seconds per encoder
+        return jax.jit(lambda *xs: ctx.model.apply(params, *xs, method=method))(*inputs)
+
+    source, transform = pipeline.open_split(ctx.cfg.data, ctx.cfg.data.eval_split,
+                                            ctx.tokenizer)
+    examples = [transform(source[i]) for i in range(max(BATCH_SIZES))]
+    inputs, expected = {}, {}
+    for modality in MODALITIES:
+        names = export_lib.INPUTS[modality]
+        batch = {n: np.stack([e[n] for e in examples]) for n in names}
+        inputs.update({f"{modality}.{i}": batch[n] for i, n in enumerate(names)})
+        if modality == "image":
+            full = apply(batch["image"], method=ctx.model.embed_image)
+        elif modality == "report":
+            full = apply(batch["text"], batch["text_mask"], method=ctx.model.embed_text)
+        else:
+            full = apply(batch, method=lambda model, b, m=modality:
+                         model.embed(m, model.encode(m, b)[0]))
+        expected.update({f"{modality}.{size}": full[:size] for size in BATCH_SIZES})
+    expected["image"] = expected[f"image.{max(BATCH_SIZES)}"]
+    expected["texts"] = ctx.embed_texts(TEXTS)
+    return inputs, expected
+
+
+def test_reloaded_without_model_code_embeds_like_the_model(exported, workdir, tmp_path):
+    out, _ = exported
+    inputs, expected = _references(workdir)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    result = tmp_path / "embeddings.npz"
+    subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(out), str(tmp_path / "inputs.npz"),
+                    str(result), json.dumps(BATCH_SIZES), json.dumps(TEXTS)],
+                   check=True, timeout=120)
+    got = np.load(result)
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(np.linalg.norm(got[key], axis=-1), 1.0, atol=1e-4)
+
+
+def test_export_json_describes_the_functions(exported):
+    out, _ = exported
+    info = json.loads((out / "export.json").read_text())
+    assert info["step"] == 2 and info["embed_dim"] == 32 and info["max_text_len"] == 96
+    assert list(info["modalities"]) == list(MODALITIES)
+    assert info["modalities"]["image"]["inputs"] == [
+        {"name": "image", "shape": ["batch", 32, 32, 1], "dtype": "float32"}]
+    assert [i["shape"] for i in info["modalities"]["signal"]["inputs"]] == [
+        ["batch", 1000, 12], ["batch", 12]]
+    assert "100 Hz" in info["modalities"]["signal"]["preprocessing"]
+    assert set(info["files"]) | {"export.json"} == {p.name for p in out.iterdir()}
+    assert len(info["label_names"]) == 7
+    model = export_lib.load(out)
+    assert model.modalities == MODALITIES and model.label_names == tuple(info["label_names"])
+
+
+def test_model_card_names_data_metrics_and_limitations(exported):
+    card = (exported[0] / "MODEL_CARD.md").read_text()
+    for needed in ("## Model", "## Training data", "## Training", "## Held-out metrics",
+                   "## Intended use", "## Limitations", "held-out retrieval image-report",
+                   "R@1", "chance", "Not for clinical use", "synthetic", "calibrated",
+                   "Distribution shift", "cardiomegaly", "| train | 512 |", "| eval | 64 |",
+                   "contrastive"):
+        assert needed in card, needed
+
+
+def test_workdir_is_not_modified(exported, workdir):
+    assert _hashes(workdir) == exported[1]
+
+
+def test_errors_name_the_file_and_the_expected_shape(exported, tmp_path):
+    copy = shutil.copytree(exported[0], tmp_path / "copy")
+    model = export_lib.load(copy)
+    with pytest.raises(ValueError, match=r"image input 'image' must have shape "
+                                         r"\[batch, 32, 32, 1\], got \[2, 16, 16, 1\]"):
+        model.embed_image(np.zeros((2, 16, 16, 1), np.float32))
+    with pytest.raises(ValueError, match=r"signal takes 2 inputs \(signal, signal_leads\)"):
+        model.embed("signal", np.zeros((2, 1000, 12), np.float32))
+    with pytest.raises(ValueError, match="no 'audio' encoder"):
+        model.embed("audio", np.zeros(3))
+    (copy / "video.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="video.safetensors"):
+        export_lib.load(copy)
+
+
+def test_only_an_empty_folder_or_a_previous_export_is_written(exported, workdir, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(config_lib.ConfigError, match="foreign is not empty"):
+        export_lib.export(workdir, foreign)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    with pytest.raises(config_lib.ConfigError, match="inside the workdir"):
+        export_lib.export(workdir, workdir / "export")
+
+    previous = shutil.copytree(exported[0], tmp_path / "previous")
+    (previous / "MODEL_CARD.md").write_text("stale")
+    export_lib.export(workdir, previous)
+    assert _hashes(previous) == _hashes(exported[0])
+    (previous / "notes.txt").write_text("mine")
+    with pytest.raises(config_lib.ConfigError, match=r"also \['notes.txt'\]"):
+        export_lib.export(workdir, previous)
+    assert not list(tmp_path.glob(".*partial*"))
