@@ -34,6 +34,7 @@ def get_config() -> Config:
 
     e = cfg.eval
     e.evaluators = ("retrieval", "zeroshot", "probe", "generation", "reconstruction")
-    e.zeroshot_findings = IMAGE_VISIBLE
+    e.findings = IMAGE_VISIBLE
+    e.normal_prompts = ("Normal chest radiograph.", "No acute cardiopulmonary abnormality.")
     e.generate_examples = 128
     return cfg
