@@ -46,7 +46,7 @@ def _eval(args: argparse.Namespace) -> int:
     from mmjax.eval.summary import format_results
 
     _enable_compilation_cache()
-    ctx = trained.load(args.workdir, args.step, args.data)
+    ctx = trained.load(args.workdir, args.step, args.data, eval_overrides=args.overrides)
     names = args.evals.split(",") if args.evals else None
     results = registry.run_all(ctx, registry.resolve(ctx.cfg, names))
     print(f"step {ctx.step} of {args.workdir} on {ctx.cfg.data.path}:")
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default="",
                           help="evaluate on this dataset's eval split instead of the config's")
     evaluate.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="eval.KEY=VALUE", help="change an eval setting (repeatable)")
     evaluate.set_defaults(run=_eval)
 
     export = commands.add_parser("export", help="encoders as StableHLO + safetensors")

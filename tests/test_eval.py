@@ -3,7 +3,6 @@ metrics in range, learning visible, each example seen exactly once, `mmjax eval`
 
 import json
 
-import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -125,7 +124,11 @@ def test_evaluators_are_checked_before_training(tmp_path, smoke_dataset):
     assert not list(tmp_path.iterdir())
 
 
-def test_eval_of_a_folder_that_is_not_a_workdir_is_named(tmp_path, capsys):
+def test_eval_errors_name_the_folder_or_key(evaluated, tmp_path, capsys):
     assert main(["eval", "--workdir", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a training workdir" in capsys.readouterr().err
-    assert jax.device_count() == 8
+    _, workdir, _, _ = evaluated
+    assert main(["eval", "--workdir", str(workdir), "--set", "model.embed_dim=8"]) == 2
+    assert "only eval.* keys" in capsys.readouterr().err
+    assert main(["eval", "--workdir", str(workdir), "--step", "7"]) == 2
+    assert "no checkpoint of step 7" in capsys.readouterr().err

@@ -34,14 +34,20 @@ def read_params(checkpoints: Path, step: int | None = None) -> tuple[dict, int]:
 
 
 def load(workdir: str | Path, step: int | None = None, data_path: str | None = None,
-         devices=None) -> EvalContext:
+         devices=None, eval_overrides=()) -> EvalContext:
     """The workdir's model at checkpoint `step` (newest by default), ready to evaluate on
-    its own held-out split or on the dataset at `data_path`, whose label set must match."""
+    its own held-out split or on the dataset at `data_path`, whose label set must match.
+    `eval_overrides` ('eval.key=value') change how it is evaluated, nothing else."""
     workdir = Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise config_lib.ConfigError(f"{workdir} is not a training workdir: no config.json")
     cfg = config_lib.read(config_path)
+    for assignment in eval_overrides:
+        if not assignment.startswith("eval."):
+            raise config_lib.ConfigError(f"--set {assignment}: only eval.* keys can change "
+                                         "after training")
+        config_lib.override(cfg, assignment)
     tokenizer = pipeline.load_tokenizer(cfg.data)  # the one the model was trained with
     train_labels = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest.label_names
     if data_path:

@@ -2,6 +2,7 @@
 scalars as TensorBoard events, and the model FLOP utilisation (MFU) of a step."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,8 +53,8 @@ class MetricsLog:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
         self._file.flush()
         if self._tensorboard is not None:
-            for name, value in metrics.items():
-                self._tensorboard.add_scalar(name, value, step)
+            for name, value in metrics.items():  # TensorBoard allows [\w./-] in tags
+                self._tensorboard.add_scalar(re.sub(r"[^\w./-]", "_", name), value, step)
             self._tensorboard.flush()
 
     def close(self) -> None:
