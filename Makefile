@@ -9,6 +9,8 @@ DEMO_DATA := runs/synthmed
 
 DEMO     := runs/demo
 FINETUNE := experiments/demo_finetune.py
+ONE_PERCENT := --set data.train_fraction=0.01 --set train.batch_size=32 \
+	--set train.num_steps=100 --set eval.evaluators=diagnosis
 
 # Pretrain and evaluate; fine-tune on all labels; fine-tune on 1% of them from the
 # pretrained encoder and from scratch; export; one HTML report of all four runs.
@@ -16,10 +18,9 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/mmjax data inspect $(DEMO_DATA)
 	$(VENV)/bin/mmjax train --config experiments/demo_pretrain.py --workdir $(DEMO)/pretrain
 	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune
-	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune_1pct \
-		--set data.train_fraction=0.01 --set train.num_steps=100
-	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/scratch_1pct \
-		--set data.train_fraction=0.01 --set train.num_steps=100 --set init.from=
+	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune_1pct $(ONE_PERCENT)
+	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/scratch_1pct $(ONE_PERCENT) \
+		--set init.from=
 	$(VENV)/bin/mmjax export --workdir $(DEMO)/finetune --out $(DEMO)/export
 	$(VENV)/bin/mmjax report --workdir $(DEMO)/pretrain --workdir $(DEMO)/finetune \
 		--workdir $(DEMO)/finetune_1pct --workdir $(DEMO)/scratch_1pct --out $(DEMO)/report.html

@@ -30,7 +30,7 @@ def get_config() -> Config:
     cfg.optim.learning_rate = 1e-3
     cfg.optim.layer_decay = 0.75
     cfg.optim.warmup_steps = 20
-    cfg.train.num_steps = 300
-    cfg.train.checkpoint_every = 300
+    cfg.train.num_steps = 600
+    cfg.train.checkpoint_every = 600
     cfg.eval.evaluators = ("diagnosis", "probe")
     return cfg

@@ -11,6 +11,7 @@ from mmjax.cli import main
 from mmjax.config import ConfigError
 from mmjax.eval import registry, trained
 from mmjax.eval.context import EvalContext
+from mmjax.report import write_report
 from mmjax.train.loop import build, open_input, train
 from mmjax.train.step import split_params
 
@@ -132,3 +133,12 @@ def test_eval_errors_name_the_folder_or_key(evaluated, tmp_path, capsys):
     assert "only eval.* keys" in capsys.readouterr().err
     assert main(["eval", "--workdir", str(workdir), "--step", "7"]) == 2
     assert "no checkpoint of step 7" in capsys.readouterr().err
+
+
+def test_the_report_of_an_evaluated_run_has_every_section(evaluated, tmp_path):
+    _, workdir, _, _ = evaluated
+    page = write_report([workdir], tmp_path / "report.html").read_text()
+    for heading in ("Training curves", "Evaluation metrics", "ROC curves", "Retrieval examples",
+                    "MAE reconstructions", "Generated reports"):
+        assert f"<h2>{heading}" in page
+    assert "not available" not in page

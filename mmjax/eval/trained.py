@@ -49,7 +49,10 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
                                          "after training")
         config_lib.override(cfg, assignment)
     tokenizer = pipeline.load_tokenizer(cfg.data)  # the one the model was trained with
-    train_labels = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest.label_names
+    train_manifest = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest
+    train_labels = train_manifest.label_names
+    # Class weights are part of the objectives the model is defined with.
+    prevalence = train_manifest.attributes.get("label_prevalence", {}).get(cfg.data.train_split)
     if data_path:
         cfg.data.path = str(data_path)
     source, transform = pipeline.open_split(cfg.data, cfg.data.eval_split, tokenizer)
@@ -60,7 +63,8 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
 
     mesh = make_mesh(cfg.parallel, devices)
     example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
-    model, _, _, shardings = define_model(cfg, tokenizer, example, len(label_names), mesh)
+    model, _, _, shardings = define_model(cfg, tokenizer, example, len(label_names), mesh,
+                                          None if prevalence is None else np.asarray(prevalence))
     shardings, _ = split_params(shardings)
     stored, step = read_params(workdir / "checkpoints", step)
     params, _ = split_params(stored)
