@@ -66,7 +66,8 @@ def test_zeroshot_and_diagnosis_auc_are_learned(evaluated):
 def test_linear_probe_improves_with_labels_and_pretraining(evaluated):
     _, _, results, untrained = evaluated
     probe, before = results["probe"]["image"], untrained["probe"]["image"]
-    assert [v["num_labelled"] for v in probe.values()] == [10, 102, 1020]
+    counts = [v["num_labelled"] for v in probe.values()]  # of ~980 with an image
+    assert counts == sorted(counts) and counts[0] == 10 and counts[-1] > 950
     assert probe["1"]["mean_auc"] > probe["0.01"]["mean_auc"]
     assert probe["0.1"]["mean_auc"] > before["0.1"]["mean_auc"]
 
@@ -74,7 +75,7 @@ def test_linear_probe_improves_with_labels_and_pretraining(evaluated):
 def test_generated_reports_score_and_beam_is_at_least_greedy(evaluated):
     _, workdir, results, untrained = evaluated
     generation = results["generation"]
-    assert generation["num_examples"] == 48
+    assert 40 <= generation["num_examples"] <= 48  # of the first 48, those with a report
     for method in ("greedy", "beam"):
         assert 0 <= generation[method]["rouge_l"] <= 1
         assert generation[method]["rouge_l"] > untrained["generation"][method]["rouge_l"] + 0.1
