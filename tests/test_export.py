@@ -18,6 +18,7 @@ from mmjax import config as config_lib
 from mmjax import export as export_lib
 from mmjax.data import pipeline
 from mmjax.eval import trained
+from mmjax.export.layout import INPUTS
 from mmjax.train.loop import train
 
 MODALITIES = ("image", "video", "signal", "report")
@@ -87,7 +88,7 @@ def _references(workdir):
     examples = [transform(source[i]) for i in range(max(BATCH_SIZES))]
     inputs, expected = {}, {}
     for modality in MODALITIES:
-        names = export_lib.INPUTS[modality]
+        names = INPUTS[modality]
         batch = {n: np.stack([e[n] for e in examples]) for n in names}
         inputs.update({f"{modality}.{i}": batch[n] for i, n in enumerate(names)})
         if modality == "image":

@@ -1,0 +1,121 @@
+"""Loading an export without the model code: jax, numpy, safetensors and tokenizers only
+(mmjax.data.tokenizer imports nothing else), so texts are tokenized as in training."""
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+
+from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.export.layout import EXPORT_JSON, FORMAT, TOKENIZER, VERSION, sha256
+
+
+class ExportedModel:
+    """The embedding functions of an export, each jitted once per batch size."""
+
+    def __init__(self, info: dict, functions: dict, params: dict, tokenizer):
+        self.info = info  # export.json
+        self._functions, self._params, self._tokenizer = functions, params, tokenizer
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.info["modalities"])
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.info["label_names"])
+
+    @property
+    def embed_dim(self) -> int:
+        return self.info["embed_dim"]
+
+    def embed(self, modality: str, *inputs) -> np.ndarray:
+        """Unit-norm embeddings [batch, embed_dim] of prepared inputs, in the order and
+        shapes export.json lists for `modality`."""
+        if modality not in self._functions:
+            raise ValueError(f"this export has no '{modality}' encoder; it has "
+                             f"{', '.join(self.modalities)}")
+        function, specs = self._functions[modality]
+        if len(inputs) != len(specs):
+            raise ValueError(f"{modality} takes {len(specs)} inputs "
+                             f"({', '.join(s['name'] for s in specs)}), got {len(inputs)}")
+        arrays = [np.asarray(x) for x in inputs]
+        for x, spec in zip(arrays, specs, strict=True):
+            expected = spec["shape"]
+            if x.ndim != len(expected) or list(x.shape[1:]) != expected[1:]:
+                raise ValueError(f"{modality} input '{spec['name']}' must have shape "
+                                 f"[{', '.join(map(str, expected))}], got {list(x.shape)}")
+        if len({x.shape[0] for x in arrays}) > 1:
+            raise ValueError(f"{modality} inputs differ in batch size: "
+                             f"{[x.shape[0] for x in arrays]}")
+        arrays = [x.astype(spec["dtype"], copy=False) for x, spec in zip(arrays, specs,
+                                                                         strict=True)]
+        return np.asarray(function(self._params[modality], *arrays))
+
+    def embed_image(self, images) -> np.ndarray:
+        """Embeddings of standardised images [batch, H, W, C] (see export.json)."""
+        return self.embed("image", images)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Report-encoder embeddings of free texts, tokenized as in training."""
+        if "report" not in self._functions:
+            raise ValueError(f"this export has no report encoder; it has "
+                             f"{', '.join(self.modalities)}")
+        encoded = tokenizer_lib.encode(self._tokenizer, list(texts), self.info["max_text_len"])
+        return self.embed("report", encoded.ids, encoded.mask)
+
+
+def load(directory: str | Path) -> ExportedModel:
+    """An export written by `export`, every file checked against its export.json."""
+    directory = Path(directory)
+    info = json.loads(_read(directory / EXPORT_JSON))
+    if info.get("format") != FORMAT or info.get("version", math.inf) > VERSION:
+        raise ValueError(f"{directory / EXPORT_JSON} is not a {FORMAT} of version <= "
+                         f"{VERSION} (format {info.get('format')!r}, version "
+                         f"{info.get('version')!r})")
+    files = {name: _read(directory / name) for name in info["files"]}
+    for name, digest in info["files"].items():
+        if sha256(files[name]) != digest:
+            raise ValueError(f"{directory / name} is not the file exported (sha256 differs)")
+    functions, params = {}, {}
+    for modality, entry in info["modalities"].items():
+        exported = jax.export.deserialize(files[entry["function"]])
+        (param_avals, *_), _ = jax.tree_util.tree_unflatten(exported.in_tree,
+                                                            exported.in_avals)
+        tensors = safetensors.numpy.load(files[entry["params"]])
+        params[modality] = _unflatten(param_avals, tensors, directory / entry["params"])
+        functions[modality] = (jax.jit(exported.call), entry["inputs"])
+    tokenizer = tokenizer_lib.load(directory / TOKENIZER)
+    return ExportedModel(info, functions, params, tokenizer)
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; an export needs every file its "
+                                f"{EXPORT_JSON} lists")
+    return path.read_bytes()
+
+
+def _unflatten(avals, tensors: dict, path: Path):
+    """The tensors arranged as the function's parameter tree, checked leaf by leaf."""
+    taken = set()
+
+    def take(key_path, aval):
+        key = jax.tree_util.keystr(key_path, simple=True, separator="/")
+        if key not in tensors:
+            raise ValueError(f"{path} lacks the parameter '{key}'")
+        if tensors[key].shape != aval.shape:
+            raise ValueError(f"{path}: parameter '{key}' has shape {tensors[key].shape}, "
+                             f"the function expects {aval.shape}")
+        taken.add(key)
+        return jnp.asarray(tensors[key], aval.dtype)
+
+    tree = jax.tree_util.tree_map_with_path(take, avals)
+    if set(tensors) - taken:
+        raise ValueError(f"{path} holds parameters the function does not take: "
+                         f"{sorted(set(tensors) - taken)}")
+    return tree
