@@ -219,6 +219,7 @@ class EvalConfig:
     generate_examples: int = 128  # eval reports generated (0: all); decoding is slow on CPU
     generate_max_len: int = 0  # tokens (0: data.max_text_len)
     beam_size: int = 4
+    length_penalty: float = 0.0  # beams ranked by log-likelihood / length ** this
     examples: int = 8  # retrieval, reconstruction and report examples kept for the report
 
 

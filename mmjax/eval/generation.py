@@ -43,7 +43,8 @@ def evaluate(ctx) -> dict:
     def generate(params, batch):
         greedy, greedy_ll = decoding.greedy(model, params, batch, max_len=max_len, **ids)
         beam, beam_ll = decoding.beam_search(model, params, batch, max_len=max_len,
-                                             beam_size=cfg.eval.beam_size, **ids)
+                                             beam_size=cfg.eval.beam_size,
+                                             length_penalty=cfg.eval.length_penalty, **ids)
         return {"greedy": greedy, "greedy_ll": greedy_ll, "beam": beam, "beam_ll": beam_ll}
 
     out = ctx.run(ctx.jit(generate), limit=cfg.eval.generate_examples,

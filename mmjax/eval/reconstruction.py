@@ -52,7 +52,7 @@ def evaluate(ctx) -> dict:
                              "error": float(out["error"][present].mean())}
         if modality == "image":
             ctx.save_arrays("reconstruction_image.npz",
-                            **_grid_rows(out, present, ctx.model._patch("image"),
+                            **_grid_rows(out, present, ctx.model.patch_shape("image"),
                                          cfg.eval.examples))
     if not results:
         raise ConfigError("evaluator 'reconstruction': no eval example has a modality in "

@@ -87,14 +87,14 @@ class MultimodalModel(nn.Module):
 
     # ---- Generative heads.
 
-    def _patch(self, modality: str) -> tuple[int, ...]:
+    def patch_shape(self, modality: str) -> tuple[int, ...]:
         cfg = self.config
         return {"image": (cfg.image.patch_size,) * 2, "signal": (cfg.signal.patch_size,),
                 "video": (cfg.video.tubelet_frames, cfg.video.patch_size, cfg.video.patch_size)
                 }[modality]
 
     def num_patches(self, modality: str, batch: dict) -> int:
-        sizes, patch = batch[modality].shape[1:-1], self._patch(modality)
+        sizes, patch = batch[modality].shape[1:-1], self.patch_shape(modality)
         return math.prod(s // p for s, p in zip(sizes, patch, strict=True))
 
     def mae(self, modality: str, batch: dict, keep):
@@ -104,7 +104,7 @@ class MultimodalModel(nn.Module):
         are the raw patches (the objective normalises them per patch).
         """
         inputs = batch[modality]
-        targets = patchify(inputs, self._patch(modality))
+        targets = patchify(inputs, self.patch_shape(modality))
         encoder = self.encoders[modality]
         if modality == "signal":
             _, tokens, _ = encoder(inputs, batch.get("signal_leads"), keep=keep)
