@@ -1,6 +1,7 @@
 """End-to-end training on the smoke config: learning, logs, checkpoints, resume, devices."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -73,9 +74,14 @@ def test_checkpoint_restores_identical_params(trained):
 
 
 def test_stop_then_resume_equals_uninterrupted(trained, tmp_path):
+    """From the straight run's step-200 checkpoint: stop at 250, resume to 300."""
     cfg, straight_dir, result = trained
-    stopped = train(cfg, tmp_path, progress=False, stop_at=150)
-    assert stopped["step"] == 150 and stopped["evals"] is None
+    shutil.copy(straight_dir / "config.json", tmp_path / "config.json")
+    shutil.copytree(straight_dir / "checkpoints" / "200", tmp_path / "checkpoints" / "200")
+    logged = (straight_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "metrics.jsonl").write_text("".join(logged[:10]))  # steps 20 to 200
+    stopped = train(cfg, tmp_path, progress=False, stop_at=250)
+    assert stopped["step"] == 250 and stopped["evals"] is None
     resumed = train(cfg, tmp_path, progress=False)
     assert resumed["step"] == cfg.train.num_steps
     for a, b in zip(jax.tree.leaves(result["state"].params),
