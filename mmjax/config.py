@@ -37,6 +37,11 @@ class DataConfig:
     augment: bool = True
     video_frames: int = 0  # 0 = every stored frame; fewer = a temporal crop
     signal_seconds: float = 0.0  # 0 = the whole stored signal; less = a crop
+    # Signal cleaning (mmjax/data/filters.py), on the whole stored signal before the crop.
+    signal_bandpass_hz: tuple[float, ...] = ()  # () = off; (low, high), e.g. (0.5, 40.0)
+    signal_notch_hz: tuple[float, ...] = ()  # mains, e.g. (50.0, 60.0): harmonics or alias too
+    signal_baseline: str = ""  # '' = off | median (two-stage 200 ms / 600 ms median filter)
+    signal_standardize: bool = False  # zero mean, unit variance per recorded lead
     workers: int = 0  # input worker processes; 0 = threads in the training process
 
 

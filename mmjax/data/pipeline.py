@@ -17,7 +17,7 @@ from absl import flags
 from PIL import Image
 
 from mmjax.config import ConfigError, DataConfig
-from mmjax.data import schema
+from mmjax.data import filters, schema
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.data.shards import ShardedSource
 
@@ -120,12 +120,22 @@ class ExampleTransform:
             return {"video": standardize(video, axes=(-4, -3, -2, -1)) if present else video}
         if modality == "signal":
             samples = self._signal_samples(shape[0])
-            signal = (record["signal"].astype(np.float32) if present
-                      else np.zeros((samples, shape[1]), np.float32))
+            signal = (self._clean_signal(record["signal"], record.get("signal_leads"))
+                      if present else np.zeros((samples, shape[1]), np.float32))
             leads = record.get("signal_leads", np.zeros(shape[1], np.uint8))
             return {"signal": _crop(signal, samples, rng if self.config.augment else None),
                     "signal_leads": leads.astype(bool)}
         raise ConfigError(f"unknown modality '{modality}' (known: {schema.MODALITIES})")
+
+    def _clean_signal(self, signal: np.ndarray, leads: np.ndarray | None) -> np.ndarray:
+        """The whole stored signal cleaned as data.signal_* ask, before the crop, so that
+        filter edge effects fall at the record's ends rather than at every window's."""
+        cfg = self.config
+        return filters.clean_signal(
+            signal, self.signal_rate_hz, bandpass_hz=cfg.signal_bandpass_hz,
+            notch_hz=cfg.signal_notch_hz, baseline=cfg.signal_baseline,
+            standardize=cfg.signal_standardize, leads=leads,
+        )
 
     def _signal_samples(self, stored: int) -> int:
         if not self.config.signal_seconds:
