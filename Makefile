@@ -31,7 +31,7 @@ $(DEMO_DATA)/manifest.json: | $(STAMP)
 		--frames 8 --out $(DEMO_DATA)
 
 test: $(STAMP)
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mmjax tests tools experiments
