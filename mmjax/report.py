@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from flax import traverse_util
 from matplotlib import image as mpl_image
 from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to pick
 from matplotlib.ticker import MaxNLocator
@@ -281,7 +282,8 @@ def _generation_examples(path: Path) -> str:
 def _table(title: str, metrics: dict, header: bool = True) -> str:
     """The dict-valued entries of `metrics` as columns (flattened), its other entries in
     the caption; a dict of scalars only is one column."""
-    columns = {k: _flatten(v) for k, v in metrics.items() if isinstance(v, dict)}
+    columns = {k: traverse_util.flatten_dict(v, sep="/") for k, v in metrics.items()
+               if isinstance(v, dict)}
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     if not columns:
         columns, scalars = {"value": scalars}, {}
@@ -301,16 +303,6 @@ def _text_table(columns: list[str], records: list[dict]) -> str:
     body = "".join("<tr>" + "".join(f"<td class=text>{_e(r[c])}</td>" for c in columns)
                    + "</tr>" for r in records)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _label(key) -> str:

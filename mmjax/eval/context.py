@@ -14,6 +14,7 @@ from pathlib import Path
 import grain
 import jax
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from mmjax import config as config_lib
@@ -122,7 +123,7 @@ class EvalContext:
             outputs = jax.tree.map(to_host, fn(self.params, batch))
             fields = {k: to_host(batch[k]) for k in ("valid", "index", *keep)}
             valid = fields.pop("valid")
-            flat = {**dict(_flatten(outputs)), **fields}
+            flat = {**traverse_util.flatten_dict(outputs, sep="/"), **fields}
             for key, value in flat.items():
                 chunks.setdefault(key, []).append(value[valid])
         if not chunks:
@@ -179,12 +180,3 @@ class EvalContext:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(self.out_dir / name, **arrays)
 
-
-def _flatten(tree, prefix: str = ""):
-    """('a/b', leaf) pairs of a nested dict."""
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{name}/")
-        else:
-            yield name, value
