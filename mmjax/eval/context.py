@@ -74,16 +74,22 @@ class EvalContext:
     label_names: tuple[str, ...]
     step: int
     out_dir: Path | None = None
-    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    _results: dict = dataclasses.field(default_factory=dict, repr=False)  # of these params
+    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # for any params
+
+    def at(self, params: dict, step: int) -> "EvalContext":
+        """This context for new parameters (evals during training): results are
+        recomputed, jitted functions are kept, so nothing is traced twice."""
+        return dataclasses.replace(self, params=params, step=step, _results={})
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Report-tower embeddings [N, D] of free texts (prompts), tokenized like reports."""
         encoded = tokenizer_lib.encode(self.tokenizer, texts, self.cfg.data.max_text_len)
-        if "embed_texts" not in self._cache:
-            self._cache["embed_texts"] = jax.jit(lambda p, ids, mask: self.model.apply(
+        if "embed_texts" not in self._compiled:
+            self._compiled["embed_texts"] = jax.jit(lambda p, ids, mask: self.model.apply(
                 {"params": p}, ids, mask, method=self.model.embed_text))
         with rules.sharding_context(self.mesh):
-            return to_host(self._cache["embed_texts"](self.params, encoded.ids, encoded.mask))
+            return to_host(self._compiled["embed_texts"](self.params, encoded.ids, encoded.mask))
 
     # ---- Data.
 
@@ -100,12 +106,15 @@ class EvalContext:
                                            jax.process_count()):
             yield jax.make_array_from_process_local_data(sharding, batch)
 
-    def jit(self, fn: Callable, **kwargs) -> Callable:
-        """fn(params, batch, ...) jitted with params where they live and batch-sharded
-        inputs and outputs; traced under the mesh's logical-axis rules."""
-        data = batch_sharding(self.mesh)
-        compiled = jax.jit(fn, in_shardings=(self.param_shardings, data),
-                           out_shardings=data, **kwargs)
+    def jit(self, fn: Callable, name: str) -> Callable:
+        """fn(params, batch) jitted with params where they live and batch-sharded inputs
+        and outputs, traced under the mesh's logical-axis rules; jitted once per `name`
+        for the life of the context and those made from it by `at`."""
+        if name not in self._compiled:
+            data = batch_sharding(self.mesh)
+            self._compiled[name] = jax.jit(fn, in_shardings=(self.param_shardings, data),
+                                           out_shardings=data)
+        compiled = self._compiled[name]
 
         def call(*args):
             with rules.sharding_context(self.mesh):
@@ -140,22 +149,23 @@ class EvalContext:
     def predictions(self, split: str | None = None, limit: int = 0) -> Predictions:
         """Embeddings (and head logits) of a split, computed once per context."""
         key = (split or self.cfg.data.eval_split, limit)
-        if key not in self._cache:
+        if key not in self._results:
             heads = tuple(h for h in ("diagnosis", "risk") if h in self.params)
             predict = self.jit(lambda p, b: self.model.apply({"params": p}, b,
-                                                             method=_predict, heads=heads))
+                                                             method=_predict, heads=heads),
+                               f"predict/{'+'.join(heads)}")
             modalities = self.model.modalities
             out = self.run(predict, *key,
                            keep=("labels", "has_labels", "risk", "has_risk",
                                  *(f"has_{m}" for m in modalities)))
-            self._cache[key] = Predictions(
+            self._results[key] = Predictions(
                 index=out["index"],
                 embeddings={m: out[f"embeddings/{m}"] for m in modalities},
                 present={m: out[f"has_{m}"] for m in modalities},
                 labels=out["labels"], has_labels=out["has_labels"], risk=out["risk"],
                 has_risk=out["has_risk"], diagnosis=out.get("diagnosis"),
                 risk_logit=out.get("risk_logit"))
-        return self._cache[key]
+        return self._results[key]
 
     def records(self, indices, split: str | None = None) -> list[dict]:
         """Stored records of a split by index: raw report text and arrays, for display."""

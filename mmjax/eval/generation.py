@@ -47,7 +47,7 @@ def evaluate(ctx) -> dict:
                                              length_penalty=cfg.eval.length_penalty, **ids)
         return {"greedy": greedy, "greedy_ll": greedy_ll, "beam": beam, "beam_ll": beam_ll}
 
-    out = ctx.run(ctx.jit(generate), limit=cfg.eval.generate_examples,
+    out = ctx.run(ctx.jit(generate, "generation"), limit=cfg.eval.generate_examples,
                   keep=("text", "has_report"))
     rows = out["has_report"]
     if not rows.any():

@@ -42,7 +42,8 @@ def evaluate(ctx) -> dict:
         if modality not in ctx.model.modalities:
             continue
         run = ctx.jit(lambda p, b, m=modality: ctx.model.apply(
-            {"params": p}, b, m, cfg.objectives.mae_mask_ratio, method=_reconstruct))
+            {"params": p}, b, m, cfg.objectives.mae_mask_ratio, method=_reconstruct),
+            f"reconstruction/{modality}")
         keep = (f"has_{modality}", modality) if modality == "image" else (f"has_{modality}",)
         out = ctx.run(run, keep=keep)
         present = out[f"has_{modality}"]

@@ -287,13 +287,13 @@ def train(
                              workdir / "tensorboard" if cfg.train.tensorboard and is_writer
                              else None)
     evals = None
+    shardings, _ = split_params(run.param_shardings)
+    eval_context = EvalContext(cfg, run.model, None, shardings, run.mesh, data.tokenizer,
+                               data.label_names, start, workdir / "eval" if is_writer else None)
 
     def run_evals(step: int) -> dict:
         params, _ = split_params(run.host_state().params)
-        shardings, _ = split_params(run.param_shardings)
-        ctx = EvalContext(cfg, run.model, jax.device_put(params, shardings), shardings,
-                          run.mesh, data.tokenizer, data.label_names, step,
-                          workdir / "eval" if is_writer else None)
+        ctx = eval_context.at(jax.device_put(params, shardings), step)
         results = registry.run_all(ctx, evaluators)
         if is_writer:
             metrics_log.write(step, registry.scalars(results))
