@@ -91,7 +91,7 @@ def _data_ingest(args: argparse.Namespace) -> int:
     from mmjax.data.ingest import Shapes, ingest
 
     shapes = Shapes(args.image_size, args.channels, args.frames, args.signal_rate,
-                    args.signal_seconds)
+                    args.signal_seconds, args.audio_rate, args.audio_seconds)
     report = ingest(args.src, args.out, args.format, shapes, args.eval_fraction,
                     args.max_errors, args.vocab_size)
     print(f"wrote {args.out}: {report['records']} records from {report['files']} files "
@@ -122,8 +122,8 @@ def _add_data_commands(commands) -> None:
     synth.add_argument("--image-size", type=int, default=64)
     synth.add_argument("--frames", type=int, default=16, help="echo clip frames")
     synth.add_argument("--signal-rate", type=int, default=100, help="ECG samples per second")
-    synth.add_argument("--modalities", default="image,video,signal,report",
-                       help="comma-separated subset of image,video,signal,report")
+    synth.add_argument("--modalities", default="image,video,signal,audio,report",
+                       help="comma-separated subset of image,video,signal,audio,report")
     synth.add_argument("--vocab-size", type=int, default=1024, help="tokenizer size")
     synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     synth.set_defaults(run=_data_synthmed)
@@ -139,6 +139,9 @@ def _add_data_commands(commands) -> None:
     ingest.add_argument("--frames", type=int, default=16)
     ingest.add_argument("--signal-rate", type=int, default=100, help="target ECG rate (Hz)")
     ingest.add_argument("--signal-seconds", type=float, default=10.0)
+    ingest.add_argument("--audio-rate", type=int, default=2000,
+                        help="target audio rate (Hz) of audio files and videos' audio tracks")
+    ingest.add_argument("--audio-seconds", type=float, default=5.0)
     ingest.add_argument("--eval-fraction", type=float, default=0.1,
                         help="patients held out, chosen by a hash of the patient id")
     ingest.add_argument("--max-errors", type=float, default=0.05,

@@ -37,6 +37,7 @@ class DataConfig:
     augment: bool = True
     video_frames: int = 0  # 0 = every stored frame; fewer = a temporal crop
     signal_seconds: float = 0.0  # 0 = the whole stored signal; less = a crop
+    audio_seconds: float = 0.0  # 0 = the whole stored recording; less = a crop
     # Signal cleaning (mmjax/data/filters.py), on the whole stored signal before the crop.
     signal_bandpass_hz: tuple[float, ...] = ()  # () = off; (low, high), e.g. (0.5, 40.0)
     signal_notch_hz: tuple[float, ...] = ()  # mains, e.g. (50.0, 60.0): harmonics or alias too
@@ -99,7 +100,13 @@ class VideoConfig:
     num_heads: int = 4
     mlp_dim: int = 256
     attention: str = "joint"  # joint (space-time) | factorised (spatial, then temporal)
-    pool: str = "mean"
+    pool: str = "mean"  # mean | cls; frame encoders also 'last' (the last real frame's state)
+    # encoder=frames: each frame through an image encoder (shared weights across frames),
+    # then `temporal` over the frame embeddings at `width`, `depth` layers; padded frames
+    # (data with variable frame counts) are masked out.
+    encoder: str = "tubelet"  # tubelet | frames
+    frame_encoder: str = "vit"  # vit (model.image sizes) | resnet | vgg (model.cnn sizes)
+    temporal: str = "transformer"  # transformer | gru | lstm
 
 
 @dataclasses.dataclass
@@ -110,6 +117,44 @@ class SignalConfig:
     num_heads: int = 4
     mlp_dim: int = 256
     pool: str = "mean"
+
+
+@dataclasses.dataclass
+class CNNConfig:
+    """ResNet and VGG image encoders (model.image_encoder, video.frame_encoder). Tokens are
+    the final feature map's positions, so early and hybrid fusion can use them."""
+
+    # resnet: residual blocks per stage (ResNet-18: 2,2,2,2; ResNet-50: 3,4,6,3 + bottleneck);
+    # vgg: 3x3 convolutions per stage (VGG-11: 1,1,2,2,2; VGG-16: 2,2,3,3,3). Each stage
+    # after the first halves the feature map and doubles the channels.
+    stages: tuple[int, ...] = (2, 2, 2, 2)
+    width: int = 32  # channels of the first stage (64 in the ImageNet models)
+    bottleneck: bool = False  # resnet: 1x1-3x3-1x1 blocks with 4x wider outputs
+    norm: str = "group"  # group | batch (statistics over the global batch, any strategy)
+    norm_groups: int = 32  # GroupNorm groups (fewer when a layer has fewer channels)
+    batch_norm_momentum: float = 0.9
+    stem: str = "small"  # small: 3x3 stride-1 conv (<= 64 px) | imagenet: 7x7/2 conv + max pool
+    pool: str = "mean"  # mean | map (attention pooling) over the final feature map
+
+
+@dataclasses.dataclass
+class AudioConfig:
+    """Heart sounds and other audio: a log-mel spectrogram cut into patches through a
+    transformer (AST, Gong et al. 2021), or the raw waveform through 1-D patches."""
+
+    encoder: str = "spectrogram"  # spectrogram | waveform
+    mel_bins: int = 32
+    window_ms: float = 64.0  # 25 ms suits speech at 16 kHz; heart sounds need finer bands
+    hop_ms: float = 16.0
+    min_hz: float = 20.0
+    max_hz: float = 0.0  # 0 = Nyquist
+    patch_size: int = 8  # spectrogram: square (frames x bands) patches
+    waveform_patch: int = 40  # waveform: samples per patch
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_dim: int = 256
+    pool: str = "mean"  # mean | cls | map
 
 
 @dataclasses.dataclass
@@ -133,10 +178,13 @@ class DecoderConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
+    image_encoder: str = "vit"  # vit (model.image) | resnet | vgg (model.cnn)
     image: ViTConfig = dataclasses.field(default_factory=ViTConfig)
+    cnn: CNNConfig = dataclasses.field(default_factory=CNNConfig)
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     video: VideoConfig = dataclasses.field(default_factory=VideoConfig)
     signal: SignalConfig = dataclasses.field(default_factory=SignalConfig)
+    audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
     fusion: FusionConfig = dataclasses.field(default_factory=FusionConfig)
     decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
     embed_dim: int = 64

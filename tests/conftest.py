@@ -8,7 +8,9 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import av  # noqa: E402
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from mmjax import config as config_lib  # noqa: E402
@@ -55,3 +57,29 @@ def tiny_config(dataset: Path) -> Config:
 
 def pytest_report_header(config):
     return f"jax {jax.__version__}, devices: {jax.device_count()}"
+
+
+def write_av(path, channels=None, codec: str = "aac", rate: int = 16000,
+             video_frames: int = 0, frame_value: int = 0) -> Path:
+    """A media file written with PyAV: `channels` (float [C, N] in [-1, 1]) encoded with
+    `codec` (PyAV converts the sample format and cuts frames to the encoder's size) and
+    `video_frames` 48x32 frames at 10 fps of grey level `frame_value`."""
+    with av.open(str(path), "w") as container:
+        packets = []  # streams are all added before the first packet writes the header
+        if video_frames:
+            stream = container.add_stream("mpeg4", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+            grey = av.VideoFrame.from_ndarray(np.full((32, 48, 3), frame_value, np.uint8),
+                                              format="rgb24")
+            packets += [packet for _ in range(video_frames) for packet in stream.encode(grey)]
+            packets += stream.encode()
+        if channels is not None:
+            layout = ("mono", "stereo")[len(channels) - 1]
+            stream = container.add_stream(codec, rate=rate, layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.asarray(channels, np.float32), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts = rate, 0
+            packets += stream.encode(frame) + stream.encode()
+        container.mux(packets)
+    return Path(path)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.signal
+from conftest import write_av
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,29 +23,6 @@ from mmjax.nn import melspec
 
 def _tone(hz: float, rate: int, seconds: float = 1.0, amplitude: float = 0.5) -> np.ndarray:
     return amplitude * np.sin(2 * np.pi * hz * np.arange(round(rate * seconds)) / rate)
-
-
-def _write(path, channels=None, codec: str = "aac", rate: int = 16000, video: bool = False):
-    """`channels` (float [C, N] in [-1, 1]) encoded with `codec`; PyAV converts the sample
-    format and cuts frames to the encoder's size. `video` adds 1 s of black frames."""
-    with av.open(str(path), "w") as container:
-        packets = []  # streams are all added before the first packet writes the header
-        if video:
-            stream = container.add_stream("mpeg4", rate=10)
-            stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-            black = av.VideoFrame.from_ndarray(np.zeros((32, 48, 3), np.uint8), format="rgb24")
-            packets += [packet for _ in range(10) for packet in stream.encode(black)]
-            packets += stream.encode()
-        if channels is not None:
-            layout = ("mono", "stereo")[len(channels) - 1]
-            stream = container.add_stream(codec, rate=rate, layout=layout)
-            frame = av.AudioFrame.from_ndarray(
-                np.asarray(channels, np.float32), format="fltp", layout=layout
-            )
-            frame.sample_rate, frame.pts = rate, 0
-            packets += stream.encode(frame) + stream.encode()
-        container.mux(packets)
-    return Path(path)
 
 
 def _write_wav(path, channels, rate: int) -> Path:
@@ -82,13 +60,13 @@ def _skip_without_encoder(codec: str):
 
 
 def test_audio_track_of_a_video(tmp_path):
-    clip = _write(tmp_path / "clip.mp4", [_tone(440, 16000)], video=True)
+    clip = write_av(tmp_path / "clip.mp4", [_tone(440, 16000)], video_frames=10)
     item = read_audio(clip, 8000)
     assert isinstance(item, AudioItem) and item.rate_hz == 8000 and item.samples.dtype == np.float32
     assert abs(len(item.samples) - 8000) <= 512  # one AAC frame (1024 at 16 kHz) of padding
     assert _peak_hz(item.samples[:8000], 8000) == 440
     assert _amplitude_at(item.samples[:8000], 8000, 440) == pytest.approx(0.5, rel=0.05)
-    assert read_audio(_write(tmp_path / "silent.mp4", video=True), 8000) is None
+    assert read_audio(write_av(tmp_path / "silent.mp4", video_frames=10), 8000) is None
 
 
 def test_stereo_wav_is_averaged_and_resampled(tmp_path):
@@ -119,7 +97,8 @@ def test_stereo_wav_is_averaged_and_resampled(tmp_path):
 def test_sample_formats_and_codecs(tmp_path, name, codec, slack):
     _skip_without_encoder(codec)
     rate = 48000 if codec == "libopus" else 16000
-    path = _write(tmp_path / name, [_tone(440, rate), _tone(440, rate, amplitude=0.3)], codec, rate)
+    path = write_av(tmp_path / name, [_tone(440, rate), _tone(440, rate, amplitude=0.3)], codec,
+                    rate)
     item = read_audio(path, 8000)
     assert abs(len(item.samples) - 8000) <= slack
     assert _peak_hz(item.samples[:8000], 8000) == 440
@@ -129,8 +108,8 @@ def test_sample_formats_and_codecs(tmp_path, name, codec, slack):
 
 def test_bad_files_raise_format_error_naming_the_file(tmp_path):
     wav = _write_wav(tmp_path / "a.wav", [_tone(440, 8000)], 8000)
-    flac = _write(tmp_path / "a.flac", [_tone(440, 8000, seconds=2)], "flac", 8000)
-    mp4 = _write(tmp_path / "a.mp4", [_tone(440, 8000)], rate=8000, video=True)
+    flac = write_av(tmp_path / "a.flac", [_tone(440, 8000, seconds=2)], "flac", 8000)
+    mp4 = write_av(tmp_path / "a.mp4", [_tone(440, 8000)], rate=8000, video_frames=10)
     cases = [
         (wav, "truncated: 7978 of 16000 bytes"),  # FFmpeg alone would read it as shorter
         (flac, "corrupt audio after"),

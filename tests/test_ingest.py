@@ -5,10 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_av
 from PIL import Image
 from pydicom.data import get_testdata_file
 
 from mmjax.config import ConfigError
+from mmjax.data import inspect as inspect_lib
 from mmjax.data import schema
 from mmjax.data.ingest import Shapes, held_out, ingest
 from mmjax.data.shards import ShardedSource
@@ -101,6 +103,42 @@ def test_ecg_folder_with_npy_and_sidecar(tmp_path):
     assert record["signal_leads"].tolist() == [int(i in (ii, v5)) for i in range(12)]
     assert record["signal"].dtype == np.float16 and record["signal"].shape == (200, 12)
     assert np.abs(record["signal"][:, ii]).max() == pytest.approx(1.0, abs=0.05)
+
+
+def test_videos_keep_their_audio_tracks_and_short_clips_their_length(tmp_path):
+    """MP4s written here with PyAV: the audio track becomes the audio modality at the
+    dataset's rate (a silent video has none), a clip shorter than the stored frame count
+    is zero padded with its length kept, and WAV files are audio records."""
+    src, rate = tmp_path / "src", 8000
+    src.mkdir()
+    tone = 0.5 * np.sin(2 * np.pi * 100 * np.arange(rate) / rate)  # 1 s of 100 Hz
+    write_av(src / "echo_with_sound.mp4", [tone], rate=rate, video_frames=10, frame_value=200)
+    write_av(src / "short_silent.mp4", video_frames=2, frame_value=200)
+    (src / "murmur.wav").write_bytes((write_av(tmp_path / "m.wav", [tone[:rate // 2]],
+                                               "pcm_s16le", rate)).read_bytes())
+    shapes = Shapes(image_size=16, frames=4, audio_rate_hz=1000, audio_seconds=2.0)
+    out = tmp_path / "out"
+    ingest(src, out, shapes=shapes, eval_fraction=0.0)
+    records = {r["patient_id"]: r for r in _all_records(out)}
+
+    with_sound = records["echo_with_sound"]
+    assert with_sound["video"].shape == (4, 16, 16, 1) and with_sound["video_length"] == 4
+    assert with_sound["audio"].shape == (2000,) and with_sound["audio"].dtype == np.float16
+    assert 950 <= with_sound["audio_length"] <= 1100  # 1 s at 1 kHz (+ codec priming)
+    audio = with_sound["audio"][: with_sound["audio_length"]].astype(np.float32)
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert np.fft.rfftfreq(len(audio), 1 / 1000)[spectrum.argmax()] == pytest.approx(100, abs=3)
+    assert not with_sound["audio"][with_sound["audio_length"]:].any()
+
+    short = records["short_silent"]
+    assert "audio" not in short and short["video_length"] == 2
+    assert short["video"][:2].mean() > 100 and not short["video"][2:].any()
+    assert records["murmur"]["audio_length"] == 500 and "video" not in records["murmur"]
+
+    summary = inspect_lib.summarize(out)["splits"]["train"]
+    assert summary["present"]["audio"] == pytest.approx(2 / 3)
+    assert "audio    present  66.7%" in inspect_lib.format_summary(inspect_lib.summarize(out))
+    inspect_lib.plot_examples(out, tmp_path / "grid.png")
 
 
 def test_unknown_format_and_missing_source_are_named(tmp_path):

@@ -139,3 +139,45 @@ def test_train_fraction_uses_the_same_leading_examples_on_every_host():
     assert seen[0] | seen[1] == set(range(20)) and not seen[0] & seen[1]
     with pytest.raises(ConfigError, match="data.train_fraction"):
         pipeline.train_batches(list(range(10)), transform, 2, 0, fraction=0.0)
+
+
+def _transform(fields: dict, **config) -> pipeline.ExampleTransform:
+    cfg = DataConfig(modalities=tuple(config.pop("modalities")), **config)
+    specs = {name: {"shape": list(shape)} for name, shape in fields.items()}
+    return pipeline.ExampleTransform(cfg, specs, None, 0, audio_rate_hz=100)
+
+
+def test_short_clips_get_frame_masks_and_standardise_over_real_frames():
+    transform = _transform({"video": (6, 4, 4, 1)}, modalities=("video",))
+    video = np.zeros((6, 4, 4, 1), np.uint8)
+    video[:4] = np.random.default_rng(0).integers(0, 255, (4, 4, 4, 1))
+    out = transform({"video": video, "video_length": np.uint16(4)})
+    np.testing.assert_array_equal(out["video_mask"], [1, 1, 1, 1, 0, 0])
+    real = out["video"][:4]
+    assert abs(real.mean()) < 1e-5 and abs(real.std() - 1) < 1e-4
+    assert not out["video"][4:].any()
+    full = _transform({"video": (6, 4, 4, 1)}, modalities=("video",))({"video": video})
+    assert full["video_mask"].all()  # a record without video_length: every frame is real
+    # A random 3-frame window of a 4-frame clip stays inside the real frames when training.
+    crop = _transform({"video": (6, 4, 4, 1)}, modalities=("video",), video_frames=3)
+    for seed in range(8):
+        out = crop({"video": video, "video_length": np.uint16(4)}, np.random.default_rng(seed))
+        assert out["video_mask"].all() and out["video"].shape == (3, 4, 4, 1)
+
+
+def test_audio_is_cropped_inside_its_real_samples_and_absent_audio_is_zero():
+    transform = _transform({"audio": (500,)}, modalities=("audio",), audio_seconds=2.0)
+    samples = np.zeros(500, np.float16)
+    samples[:300] = np.linspace(-1, 1, 300)
+    for seed in range(8):
+        out = transform({"audio": samples, "audio_length": np.int32(300)},
+                        np.random.default_rng(seed))
+        assert out["audio"].shape == (200,) and out["audio_length"] == 200
+        assert np.all(np.diff(out["audio"]) > 0)  # a window of the real ramp, no padding
+    short = transform({"audio": samples, "audio_length": np.int32(120)})
+    assert short["audio_length"] == 120 and not short["audio"][120:].any()
+    absent = transform({})
+    assert not absent["has_audio"] and not absent["audio"].any()
+    with pytest.raises(ConfigError, match="audio_rate_hz"):
+        pipeline.ExampleTransform(DataConfig(modalities=("audio",), audio_seconds=1.0),
+                                  {"audio": {"shape": [500]}}, None, 0)({})

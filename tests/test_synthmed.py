@@ -315,7 +315,7 @@ def test_reports_are_short_and_varied():
 ECHO_SIZE, ECHO_FRAMES = 64, 16
 LV_ROWS, LV_COLUMNS = slice(8, 38), slice(32, 48)  # the left ventricle of a normal-sized heart
 DARK = 40  # blood pool; tissue speckle stays well above it
-ALL_MODALITIES = ("image", "video", "signal", "report")
+ALL_MODALITIES = schema.MODALITIES
 LEADS = {name: i for i, name in enumerate(schema.ECG_LEADS)}
 
 
@@ -501,6 +501,8 @@ def test_named_modalities_come_with_presence_masks_and_blank_absent_entries():
     assert corpus["video"].shape == (n, frames, size, size) and corpus["video"].dtype == np.uint8
     assert corpus["signal"].shape == (n, 10 * rate, 12) and corpus["signal"].dtype == np.float32
     assert corpus["image"].shape == (n, size, size) and len(corpus["report"]) == n
+    assert corpus["audio"].shape == (n, 10000) and corpus["audio"].dtype == np.float32
+    assert list(corpus["murmur"]) == [p.murmur for p in patients]
     np.testing.assert_allclose(corpus["ejection_fraction"], [p.ejection_fraction for p in patients])
     for modality, flag in synthmed.PRESENCE_FLAGS.items():
         has = corpus[f"has_{modality}"]
@@ -525,4 +527,21 @@ def test_named_modalities_come_with_presence_masks_and_blank_absent_entries():
     assert empty["video"].shape == (0, 16, 64, 64) and empty["signal"].shape == (0, 1000, 12)
     assert all(empty[f"has_{m}"].dtype == bool for m in ALL_MODALITIES)
     with pytest.raises(ValueError, match="unknown modalities"):
-        synthmed.generate(2, modalities=("image", "audio"))
+        synthmed.generate(2, modalities=("image", "smell"))
+
+
+def test_heart_sound_latents_follow_the_heart():
+    """Murmurs and S3 come with a dilated, failing ventricle (regurgitation) or age (stenosis);
+    the latents are drawn from their own stream, so adding them changed nothing else."""
+    patients = _patients(3000, 0)
+    reduced = np.array([p.has("reduced_ejection_fraction") for p in patients])
+    murmur = np.array([p.murmur for p in patients])
+    third = np.array([p.third_sound for p in patients])
+    old = np.array([p.age >= 70 for p in patients])
+    assert (murmur[reduced] == "mitral_regurgitation").mean() > 0.5
+    assert (murmur[~reduced] == "mitral_regurgitation").mean() < 0.05
+    assert third[reduced].mean() > 0.5 and third[~reduced].mean() < 0.05
+    stenosis = murmur == "aortic_stenosis"
+    assert stenosis[old].mean() > 3 * stenosis[~old].mean()
+    has_audio = np.array([p.has_audio for p in patients])
+    assert has_audio[reduced].mean() > has_audio[~reduced].mean() + 0.15

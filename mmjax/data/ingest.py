@@ -20,14 +20,15 @@ from tqdm import tqdm
 from mmjax.config import ConfigError
 from mmjax.data import schema, shards
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.data.formats import FormatError, convert, dicom, ecg, tabular, video
+from mmjax.data.formats import FormatError, audio, convert, dicom, ecg, tabular, video
 
 log = logging.getLogger(__name__)
 
 REPORT = "ingest_report.json"
-FORMATS = ("auto", "manifest", "dicom", "video", "ecg")
+FORMATS = ("auto", "manifest", "dicom", "video", "ecg", "audio")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 ECG_SUFFIXES = (".hea", ".npy", ".csv")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -40,14 +41,21 @@ class Shapes:
     frames: int = 16
     signal_rate_hz: int = 100
     signal_seconds: float = 10.0
+    audio_rate_hz: int = 2000  # heart and lung sounds; speech would want 16000
+    audio_seconds: float = 5.0
 
     @property
     def signal_samples(self) -> int:
         return int(round(self.signal_rate_hz * self.signal_seconds))
 
+    @property
+    def audio_samples(self) -> int:
+        return int(round(self.audio_rate_hz * self.audio_seconds))
+
     def fields(self, modalities, num_labels: int) -> dict[str, tuple]:
         fields = {"patient_id": (), **schema.modality_shapes(
-            modalities, self.image_size, self.channels, self.frames, self.signal_samples)}
+            modalities, self.image_size, self.channels, self.frames, self.signal_samples,
+            self.audio_samples)}
         if num_labels:
             fields["labels"] = (num_labels,)
         return fields
@@ -79,8 +87,22 @@ def _image(pixels01: np.ndarray, shapes: Shapes) -> dict:
 
 
 def _video(frames: np.ndarray, shapes: Shapes) -> dict:
-    return {"video": convert.sample_frames(frames, shapes.frames, shapes.image_size,
-                                           shapes.channels)}
+    """A longer clip is sampled uniformly to `frames`; a shorter one keeps its frames, zero
+    padded, with its real length stored so frame encoders can mask the padding."""
+    kept = min(len(frames), shapes.frames)
+    sampled = convert.sample_frames(frames, kept, shapes.image_size, shapes.channels)
+    padded = np.zeros((shapes.frames, *sampled.shape[1:]), np.uint8)
+    padded[:kept] = sampled
+    return {"video": padded, "video_length": np.uint16(kept)}
+
+
+def _audio(path: Path, shapes: Shapes) -> dict:
+    """Nothing for a video without an audio track: its audio is absent, not bad."""
+    item = audio.read_audio(path, shapes.audio_rate_hz)
+    if item is None:
+        return {}
+    samples, length = audio.fit_length(item.samples, shapes.audio_samples)
+    return {"audio": samples.astype(np.float16), "audio_length": np.int32(length)}
 
 
 def _signal(signal: np.ndarray, rate_hz: float, lead_names, shapes: Shapes, path) -> dict:
@@ -94,7 +116,9 @@ def _file_item(path: Path, shapes: Shapes) -> dict:
     """A non-DICOM file by its suffix."""
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
-        return _video(video.read_video(path).frames, shapes)
+        return {**_video(video.read_video(path).frames, shapes), **_audio(path, shapes)}
+    if suffix in AUDIO_SUFFIXES:
+        return _audio(path, shapes)
     if suffix in ECG_SUFFIXES:
         item = ecg.read_ecg(path)
         return _signal(item.signal, item.rate_hz, item.lead_names, shapes, path)
@@ -123,7 +147,7 @@ def _from_manifest(path: Path, shapes: Shapes, tally: Tally) -> Iterator[dict]:
     for row in tqdm(rows, desc="ingest", unit="row"):
         record = {"patient_id": row.patient_id, "labels": row.labels}
         try:
-            for field in ("image", "video", "signal"):
+            for field in tabular.PATH_FIELDS:
                 relative = getattr(row, field)
                 if relative:
                     tally.files += 1
@@ -177,7 +201,9 @@ def _wanted(path: Path, kind: str) -> bool:
         return suffix in VIDEO_SUFFIXES
     if kind == "ecg":
         return suffix in ECG_SUFFIXES
-    return suffix in (".dcm", *VIDEO_SUFFIXES, *ECG_SUFFIXES, *IMAGE_SUFFIXES)
+    if kind == "audio":
+        return suffix in AUDIO_SUFFIXES
+    return suffix in (".dcm", *VIDEO_SUFFIXES, *ECG_SUFFIXES, *IMAGE_SUFFIXES, *AUDIO_SUFFIXES)
 
 
 # ---- The whole ingest.
@@ -232,8 +258,7 @@ def ingest(
     shards.write_dataset(
         out, src.stem or "ingested", splits, shapes.fields(modalities, len(label_names)),
         label_names,
-        {"source": str(src), "signal_rate_hz": shapes.signal_rate_hz,
-         **dataclasses.asdict(shapes)},
+        {"source": str(src), **dataclasses.asdict(shapes)},
         before_manifest=lambda directory: tokenizer_lib.save_for_dataset(
             directory, reports, vocab_size),
     )

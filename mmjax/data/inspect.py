@@ -50,7 +50,7 @@ def format_summary(summary: dict) -> str:
 
 
 def plot_examples(directory: str | Path, out_png: str | Path, split: str = "train") -> Path:
-    """One row per example: image, middle video frame, ECG lead II, report text."""
+    """One row per example: image, middle video frame, ECG lead II, audio, report text."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,11 +58,11 @@ def plot_examples(directory: str | Path, out_png: str | Path, split: str = "trai
 
     source = ShardedSource(directory, split)
     count = min(GRID_EXAMPLES, len(source))
-    fig, axes = plt.subplots(count, 4, figsize=(14, 2.4 * count), squeeze=False)
+    fig, axes = plt.subplots(count, 5, figsize=(17, 2.4 * count), squeeze=False)
     lead_ii = schema.ECG_LEADS.index("II")
     for row in range(count):
         record = source[row]
-        image_ax, video_ax, signal_ax, text_ax = axes[row]
+        image_ax, video_ax, signal_ax, audio_ax, text_ax = axes[row]
         if "image" in record:
             image_ax.imshow(record["image"][..., 0], cmap="gray")
         if "video" in record:
@@ -70,10 +70,14 @@ def plot_examples(directory: str | Path, out_png: str | Path, split: str = "trai
             video_ax.imshow(video[len(video) // 2, ..., 0], cmap="gray")
         if "signal" in record:
             signal_ax.plot(record["signal"][:, lead_ii].astype(np.float32), lw=0.6)
+        if "audio" in record:
+            length = int(record.get("audio_length", len(record["audio"])))
+            audio_ax.plot(record["audio"][:length].astype(np.float32), lw=0.3)
         text_ax.text(0, 1, _wrap(record.get("report", "(no report)")), va="top", fontsize=6,
                      family="monospace")
-        for ax, title in zip(axes[row], ("image", "video (mid frame)", "ECG lead II",
-                                         record.get("patient_id", "")), strict=True):
+        titles = ("image", "video (mid frame)", "ECG lead II", "audio",
+                  record.get("patient_id", ""))
+        for ax, title in zip(axes[row], titles, strict=True):
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])

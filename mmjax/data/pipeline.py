@@ -59,12 +59,18 @@ def augment_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (image - 0.5) * rng.uniform(*CONTRAST) + 0.5 + rng.uniform(-BRIGHTNESS, BRIGHTNESS)
 
 
+def _window_start(available: int, length: int, rng: np.random.Generator | None) -> int:
+    """Where a window of `length` starts in `available` items: random when training,
+    centred otherwise; 0 when the window takes everything."""
+    if length <= 0 or length >= available:
+        return 0
+    return int(rng.integers(0, available - length + 1)) if rng else (available - length) // 2
+
+
 def _crop(array: np.ndarray, length: int, rng: np.random.Generator | None) -> np.ndarray:
-    """A window of `length` along axis 0: random when training, centred otherwise."""
-    if length <= 0 or length >= len(array):
-        return array
-    start = rng.integers(0, len(array) - length + 1) if rng else (len(array) - length) // 2
-    return array[start : start + length]
+    """A window of `length` along axis 0."""
+    start = _window_start(len(array), length, rng)
+    return array[start : start + length] if length > 0 else array
 
 
 @dataclasses.dataclass
@@ -76,6 +82,7 @@ class ExampleTransform:
     tokenizer: Any
     num_labels: int
     signal_rate_hz: float | None = None
+    audio_rate_hz: float | None = None
 
     def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
         cfg, out = self.config, {}
@@ -113,11 +120,9 @@ class ExampleTransform:
                 image = augment_image(image, rng)
             return {"image": standardize(image) if present else image}
         if modality == "video":
-            frames = self.config.video_frames or shape[0]
-            video = (record["video"].astype(np.float32) / 255.0 if present
-                     else np.zeros((frames, *shape[1:]), np.float32))
-            video = _crop(video, frames, rng if self.config.augment else None)
-            return {"video": standardize(video, axes=(-4, -3, -2, -1)) if present else video}
+            return self._video(record, shape, present, rng)
+        if modality == "audio":
+            return self._audio(record, shape, present, rng)
         if modality == "signal":
             samples = self._signal_samples(shape[0])
             signal = (self._clean_signal(record["signal"], record.get("signal_leads"))
@@ -126,6 +131,39 @@ class ExampleTransform:
             return {"signal": _crop(signal, samples, rng if self.config.augment else None),
                     "signal_leads": leads.astype(bool)}
         raise ConfigError(f"unknown modality '{modality}' (known: {schema.MODALITIES})")
+
+    def _video(self, record, shape, present, rng) -> dict:
+        """Frames in [0, 1], standardised over the real frames, and `video_mask` [T]: which
+        frames are real (a shorter stored clip is zero padded)."""
+        frames = self.config.video_frames or shape[0]
+        if not present:
+            return {"video": np.zeros((frames, *shape[1:]), np.float32),
+                    "video_mask": np.ones(frames, bool)}
+        real = int(record.get("video_length", shape[0]))
+        start = _window_start(min(real, shape[0]), frames,
+                              rng if self.config.augment else None)
+        video = record["video"][start : start + frames].astype(np.float32) / 255.0
+        mask = np.arange(start, start + frames) < real
+        video = np.concatenate([video, np.zeros((frames - len(video), *shape[1:]), np.float32)])
+        video[mask] = standardize(video[mask], axes=(-4, -3, -2, -1))
+        return {"video": video, "video_mask": mask}
+
+    def _audio(self, record, shape, present, rng) -> dict:
+        """float32 samples and `audio_length`, the real samples from the start (the rest are
+        zeros); data.audio_seconds takes a window of the real part."""
+        samples = shape[0]
+        if self.config.audio_seconds:
+            if not self.audio_rate_hz:
+                raise ConfigError("data.audio_seconds is set but the dataset has no audio_rate_hz")
+            samples = int(round(self.config.audio_seconds * self.audio_rate_hz))
+        if not present:
+            return {"audio": np.zeros(samples, np.float32), "audio_length": np.int32(samples)}
+        real = int(record.get("audio_length", shape[0]))
+        start = _window_start(real, samples, rng if self.config.augment else None)
+        kept = record["audio"][start : min(start + samples, real)].astype(np.float32)
+        out = np.zeros(samples, np.float32)
+        out[: len(kept)] = kept
+        return {"audio": out, "audio_length": np.int32(len(kept))}
 
     def _clean_signal(self, signal: np.ndarray, leads: np.ndarray | None) -> np.ndarray:
         """The whole stored signal cleaned as data.signal_* ask, before the crop, so that
@@ -169,7 +207,8 @@ def open_split(cfg: DataConfig, split: str, tokenizer) -> tuple:
     source = open_source(cfg.path, split)
     manifest = source.manifest
     transform = ExampleTransform(cfg, manifest.fields, tokenizer, len(manifest.label_names),
-                                 manifest.attributes.get("signal_rate_hz"))
+                                 manifest.attributes.get("signal_rate_hz"),
+                                 manifest.attributes.get("audio_rate_hz"))
     return source, transform
 
 

@@ -14,30 +14,34 @@ SCHEMA_VERSION = 1
 ECG_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 # field -> (dtype, shape template). Letters are per-dataset sizes from the manifest:
-# S image side, C channels, T frames, N signal samples.
+# S image side, C channels, T frames, N signal samples, A audio samples.
 FIELDS = {
     "patient_id": ("str", ()),
     "image": ("uint16", ("S", "S", "C")),  # windowed intensities over the full 16-bit range
     "video": ("uint8", ("T", "S", "S", "C")),
+    "video_length": ("uint16", ()),  # real frames of a shorter clip; the rest are zeros
     "signal": ("float16", ("N", len(ECG_LEADS))),  # millivolts, leads in ECG_LEADS order
     "signal_leads": ("uint8", (len(ECG_LEADS),)),  # 1 where the lead was recorded
+    "audio": ("float16", ("A",)),  # mono in [-1, 1] at the manifest's audio_rate_hz
+    "audio_length": ("int32", ()),  # real samples of a shorter recording; the rest are zeros
     "report": ("str", ()),
     "labels": ("uint8", ("F",)),  # multi-label findings, names in the manifest
     "risk": ("uint8", ()),
     "age": ("float32", ()),
     "sex": ("uint8", ()),  # 0 female, 1 male
 }
-MODALITIES = ("image", "video", "signal", "report")
+MODALITIES = ("image", "video", "signal", "audio", "report")
 
 
 def modality_shapes(modalities, image_size: int, channels: int, frames: int,
-                    signal_samples: int) -> dict[str, tuple[int, ...]]:
+                    signal_samples: int, audio_samples: int = 0) -> dict[str, tuple[int, ...]]:
     """Concrete shapes of the fields that carry `modalities`, for a manifest."""
     leads = len(ECG_LEADS)
     every = {
         "image": {"image": (image_size, image_size, channels)},
-        "video": {"video": (frames, image_size, image_size, channels)},
+        "video": {"video": (frames, image_size, image_size, channels), "video_length": ()},
         "signal": {"signal": (signal_samples, leads), "signal_leads": (leads,)},
+        "audio": {"audio": (audio_samples,), "audio_length": ()},
         "report": {"report": ()},
     }
     shapes = {}

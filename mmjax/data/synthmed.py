@@ -8,6 +8,9 @@ state, so retrieval and zero-shot probes have exact answers:
   image   PA chest radiograph phantom (`draw_radiograph`): cardiomegaly, effusion, ...
   video   apical four-chamber echo clip (`draw_echo`): LV size, ejection fraction, rhythm
   signal  12-lead ECG (`simulate_ecg`): rhythm (AF), rate, QRS voltage and width
+  audio   heart sounds at the apex (`heart_sounds.phonocardiogram`): rhythm (AF), rate, a soft
+          S1 and an S3 gallop with reduced EF, murmurs of mitral regurgitation (with reduced
+          EF) and aortic stenosis (with age; heard, not in the findings or the reports)
   report  free-text radiology report (`write_report`)
 
 As in real records, some patients lack some modalities (`Patient.has_*`); echo is
@@ -23,7 +26,8 @@ import re
 
 import numpy as np
 
-from mmjax.data import schema
+from mmjax.data import heart_sounds, schema
+from mmjax.data.rhythm import AF_RR_CV, BREATHING_HZ, MIN_RR_S, SINUS_JITTER, SINUS_VARIATION
 
 FINDINGS = (
     "cardiomegaly",
@@ -44,6 +48,7 @@ ZONES = ("upper", "middle", "lower")
 # rate, which modalities the record holds) have a stream of their own.
 LATENT_STREAM, IMAGE_STREAM, REPORT_STREAM = 0, 1, 2
 ECHO_STREAM, ECG_STREAM, LATER_LATENT_STREAM = 3, 4, 5
+AUDIO_STREAM, AUDIO_LATENT_STREAM = 6, 7
 
 # Latent model: each finding, then the risk outcome, is Bernoulli with a logit that is a weighted
 # sum of features: a constant, age in decades from 60, male sex and the findings sampled before it.
@@ -91,6 +96,15 @@ PRESENCE_LOGITS = {
     "has_echo": {"constant": 0.1, "reduced_ejection_fraction": 1.6, "cardiomegaly": 0.9},
     "has_ecg": {"constant": 1.3, "atrial_fibrillation": 1.6},
     "has_report": {"constant": 3.5},
+}
+# Heart sounds (their own stream, so every earlier latent is unchanged): auscultation is
+# recorded more often when the heart is suspect; calcific aortic stenosis comes with age;
+# a dilated left ventricle leaks (functional mitral regurgitation) and fills with an S3.
+AUDIO_LOGITS = {
+    "has_audio": {"constant": 0.4, "reduced_ejection_fraction": 1.0, "atrial_fibrillation": 0.8},
+    "aortic_stenosis": {"constant": -3.4, "decades": 0.7, "male": 0.3},
+    "mitral_regurgitation": {"constant": -3.5, "reduced_ejection_fraction": 4.3},
+    "third_sound": {"constant": -4.0, "reduced_ejection_fraction": 4.4},
 }
 
 # Radiograph geometry, in patient units: x to the image right (the patient's left), y down,
@@ -164,10 +178,6 @@ CLEAR_LUNGS = "The lungs are clear without focal consolidation."
 NORMAL_FALLBACK = "The heart and lungs are unremarkable."
 NORMAL_IMPRESSIONS = ("No acute cardiopulmonary abnormality.", "Normal chest radiograph.")
 
-# Rhythm, shared by echo and ECG: sinus with respiratory variation of the RR interval, or AF's
-# irregularly irregular intervals (gamma distributed, coefficient of variation AF_RR_CV).
-SINUS_VARIATION, BREATHING_HZ, SINUS_JITTER = (0.02, 0.05), (0.15, 0.35), 0.01
-AF_RR_CV, MIN_RR_S = (0.18, 0.3), 0.3
 BEAT_MARGIN_S = 0.5  # beats up to this long after the record still show (the next P wave)
 SYSTOLE_S = 0.32  # at RR = 1 s; scales with sqrt(RR), as the QT interval does
 ATRIAL_KICK = 0.2  # share of ventricular filling from atrial contraction, none in AF
@@ -249,6 +259,7 @@ PRESENCE_FLAGS = {
     "image": "has_image",
     "video": "has_echo",
     "signal": "has_ecg",
+    "audio": "has_audio",
     "report": "has_report",
 }
 LEGACY_MODALITIES = ("image", "report")
@@ -297,11 +308,14 @@ class Patient:
     consolidation: Consolidation | None
     risk: bool
     heart_rate: float  # resting ventricular rate, beats per minute
-    # Which modalities the record holds; at least one is.
+    # Which modalities the record holds; at least one of the first four is.
     has_image: bool
     has_echo: bool
     has_ecg: bool
     has_report: bool
+    has_audio: bool
+    murmur: str  # one of heart_sounds.MURMURS; aortic stenosis wins over regurgitation
+    third_sound: bool  # an S3 gallop
 
     def has(self, finding: str) -> bool:
         return self.findings[FINDINGS.index(finding)]
@@ -331,6 +345,23 @@ def _later_latents(rng, features: dict[str, float]) -> dict:
     present = {name: _bernoulli_logit(rng, w, features) for name, w in PRESENCE_LOGITS.items()}
     present["has_image"] |= not any(present.values())
     return {"heart_rate": float(rate), **present}
+
+
+def _audio_latents(rng, features: dict[str, float]) -> dict:
+    drawn = {name: _bernoulli_logit(rng, w, features) for name, w in AUDIO_LOGITS.items()}
+    murmur = ("aortic_stenosis" if drawn["aortic_stenosis"]
+              else "mitral_regurgitation" if drawn["mitral_regurgitation"] else "")
+    return {"has_audio": drawn["has_audio"], "murmur": murmur,
+            "third_sound": drawn["third_sound"]}
+
+
+def simulate_heart_sounds(patient: Patient, rate_hz: float, seconds: float,
+                          rng: np.random.Generator) -> np.ndarray:
+    return heart_sounds.phonocardiogram(
+        rng, rate_hz=rate_hz, seconds=seconds, heart_rate=patient.heart_rate,
+        atrial_fibrillation=patient.has("atrial_fibrillation"),
+        ejection_fraction=patient.ejection_fraction, murmur=patient.murmur,
+        third_sound=patient.third_sound)
 
 
 def sample_patient(seed: int, index: int) -> Patient:
@@ -365,6 +396,7 @@ def sample_patient(seed: int, index: int) -> Patient:
         consolidation = Consolidation(_pick(rng, SIDES), _pick(rng, ZONES, (0.25, 0.3, 0.45)))
     risk = _bernoulli_logit(rng, RISK_LOGIT, features)
     later = _later_latents(_stream(seed, index, LATER_LATENT_STREAM), features)
+    later |= _audio_latents(_stream(seed, index, AUDIO_LATENT_STREAM), features)
     return Patient(
         patient_id=index,
         age=float(age),
@@ -962,13 +994,16 @@ def generate(
     signal_rate_hz: int = ECG_RATE_HZ,
     signal_seconds: float = ECG_SECONDS,
     modalities: tuple[str, ...] | None = None,
+    audio_rate_hz: float = heart_sounds.AUDIO_RATE_HZ,
+    audio_seconds: float = heart_sounds.AUDIO_SECONDS,
 ) -> dict:
     """Patients start .. start + num_patients - 1 of corpus `seed`, as arrays and reports.
 
     `modalities=None` gives the original corpus: every patient's image and report, complete.
     Naming modalities (of schema.MODALITIES) renders those, adds a presence mask
     `has_<modality>` [N] for each, and leaves absent entries zero (reports empty); "video"
-    adds `ejection_fraction` [N]. Video frames are image_size square, at ECHO_FPS.
+    adds `ejection_fraction` [N], "audio" `murmur` [N] (str). Video frames are image_size
+    square, at ECHO_FPS; heart sounds are at `audio_rate_hz`.
     """
     requested = LEGACY_MODALITIES if modalities is None else tuple(modalities)
     unknown = set(requested) - set(schema.MODALITIES)
@@ -992,6 +1027,12 @@ def generate(
             ECG_STREAM,
             np.zeros((samples, len(schema.ECG_LEADS)), np.float32),
             lambda patient, rng: simulate_ecg(patient, signal_rate_hz, signal_seconds, rng),
+        ),
+        "audio": (
+            AUDIO_STREAM,
+            np.zeros(round(audio_rate_hz * audio_seconds), np.float32),
+            lambda patient, rng: simulate_heart_sounds(patient, audio_rate_hz, audio_seconds,
+                                                       rng),
         ),
         "report": (REPORT_STREAM, "", write_report),
     }
@@ -1020,6 +1061,8 @@ def generate(
         corpus |= {f"has_{modality}": present[modality] for modality in requested}
     if "video" in requested:
         corpus["ejection_fraction"] = np.array([p.ejection_fraction for p in patients], np.float32)
+    if "audio" in requested:
+        corpus["murmur"] = np.array([p.murmur for p in patients], str)
     return corpus
 
 

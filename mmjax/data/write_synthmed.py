@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmjax.config import ConfigError
-from mmjax.data import schema, shards, synthmed
+from mmjax.data import heart_sounds, schema, shards, synthmed
 from mmjax.data import tokenizer as tokenizer_lib
 
 CHUNK = 128
@@ -47,6 +47,9 @@ def _records(start: int, count: int, seed: int, image_size: int, frames: int,
         if present("signal"):
             record["signal"] = corpus["signal"][row].astype(np.float16)
             record["signal_leads"] = np.ones(len(schema.ECG_LEADS), np.uint8)
+        if present("audio"):
+            record["audio"] = corpus["audio"][row].astype(np.float16)
+            record["audio_length"] = np.int32(len(record["audio"]))
         if present("report"):
             record["report"] = corpus["report"][row]
         records.append(record)
@@ -109,13 +112,16 @@ def write_synthmed(
         yield from records
 
     samples = int(round(signal_rate_hz * synthmed.ECG_SECONDS))  # as synthmed.generate
+    audio_samples = round(heart_sounds.AUDIO_RATE_HZ * heart_sounds.AUDIO_SECONDS)
     shapes = {"patient_id": (), "labels": (len(synthmed.FINDINGS),), "risk": (), "age": (),
-              "sex": (), **schema.modality_shapes(modalities, image_size, 1, frames, samples)}
+              "sex": (), **schema.modality_shapes(modalities, image_size, 1, frames, samples,
+                                                  audio_samples)}
 
     return shards.write_dataset(
         out, "synthmed", {"train": train_split(), "eval": eval_split()}, shapes,
         list(synthmed.FINDINGS),
         {"generator": "synthmed", "seed": seed, "signal_rate_hz": signal_rate_hz,
+         "audio_rate_hz": heart_sounds.AUDIO_RATE_HZ,
          "video_fps": synthmed.ECHO_FPS, "image_visible_findings": list(synthmed.IMAGE_VISIBLE)},
         before_manifest=lambda directory: tokenizer_lib.save_for_dataset(
             directory, train_reports, vocab_size),

@@ -1,7 +1,7 @@
 """The most common layout: files in a folder plus a CSV or JSONL manifest, and its images.
 
 Manifest columns (CSV) or keys (JSONL): `patient_id` (required); `image`, `video`,
-`signal` (paths relative to the manifest's folder); `report` (inline text); any
+`signal`, `audio` (paths relative to the manifest's folder); `report` (inline text); any
 `label_<name>` and, in JSONL, a `labels` object; optional `risk`, `age`, `sex`. A
 manifest may not point outside its folder: absolute paths and `..` are refused.
 """
@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from mmjax.data.formats import FormatError, existing_file
 
-PATH_FIELDS = ("image", "video", "signal")
+PATH_FIELDS = ("image", "video", "signal", "audio")
 MODALITY_FIELDS = (*PATH_FIELDS, "report")
 LABEL_PREFIX = "label_"
 UINT8_MAX = 255  # labels and risk are stored as uint8
@@ -37,6 +37,7 @@ class ManifestRow:
     image: str | None = None
     video: str | None = None
     signal: str | None = None
+    audio: str | None = None
     report: str | None = None
     labels: dict[str, int] = dataclasses.field(default_factory=dict)
     risk: int | None = None
