@@ -19,7 +19,7 @@ from mmjax import config as config_lib
 from mmjax.train import metrics as metrics_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.loop import build, open_input, train
-from mmjax.train.warm_start import pretrained_params
+from mmjax.train.warm_start import pretrained_variables
 
 PRETRAIN = REPO / "experiments" / "synthmed_pretrain.py"
 FINETUNE = REPO / "experiments" / "synthmed_finetune.py"
@@ -97,7 +97,7 @@ def test_finetune_restores_encoders_by_name_and_adds_heads(pretrained, tmp_path)
     data = open_input(cfg)
     run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names),
                 label_prevalence=data.label_prevalence)
-    source = pretrained_params(pre_dir)
+    source = pretrained_variables(pre_dir)["params"]
     params = traverse_util.flatten_dict(run.host_state().params, sep="/")
     encoders = [p for p in params if p.startswith("encoders_")]
     assert encoders and all(np.array_equal(params[p], source[p]) for p in encoders)

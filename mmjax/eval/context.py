@@ -62,34 +62,36 @@ def _predict(model: MultimodalModel, batch: dict, heads: tuple[str, ...]) -> dic
 
 @dataclasses.dataclass
 class EvalContext:
-    """The model, its (model-only) parameters placed by `param_shardings` on `mesh`, the
-    data it reads, and where evaluators put their files (None: nowhere, or not host 0)."""
+    """The model, its variables ({"params": model-only parameters, and "batch_stats" when it
+    has BatchNorm}) placed by `shardings` on `mesh`, the data it reads, and where
+    evaluators put their files (None: nowhere, or not host 0)."""
 
     cfg: config_lib.Config
     model: MultimodalModel
-    params: dict
-    param_shardings: dict
+    variables: dict
+    shardings: dict
     mesh: jax.sharding.Mesh
     tokenizer: object
     label_names: tuple[str, ...]
     step: int
     out_dir: Path | None = None
-    _results: dict = dataclasses.field(default_factory=dict, repr=False)  # of these params
-    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # for any params
+    _results: dict = dataclasses.field(default_factory=dict, repr=False)  # of these variables
+    _compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # for any variables
 
-    def at(self, params: dict, step: int) -> "EvalContext":
-        """This context for new parameters (evals during training): results are
+    def at(self, variables: dict, step: int) -> "EvalContext":
+        """This context for new variables (evals during training): results are
         recomputed, jitted functions are kept, so nothing is traced twice."""
-        return dataclasses.replace(self, params=params, step=step, _results={})
+        return dataclasses.replace(self, variables=variables, step=step, _results={})
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Report-tower embeddings [N, D] of free texts (prompts), tokenized like reports."""
         encoded = tokenizer_lib.encode(self.tokenizer, texts, self.cfg.data.max_text_len)
         if "embed_texts" not in self._compiled:
-            self._compiled["embed_texts"] = jax.jit(lambda p, ids, mask: self.model.apply(
-                {"params": p}, ids, mask, method=self.model.embed_text))
+            self._compiled["embed_texts"] = jax.jit(lambda v, ids, mask: self.model.apply(
+                v, ids, mask, method=self.model.embed_text))
         with rules.sharding_context(self.mesh):
-            return to_host(self._compiled["embed_texts"](self.params, encoded.ids, encoded.mask))
+            return to_host(self._compiled["embed_texts"](self.variables, encoded.ids,
+                                                         encoded.mask))
 
     # ---- Data.
 
@@ -107,12 +109,12 @@ class EvalContext:
             yield jax.make_array_from_process_local_data(sharding, batch)
 
     def jit(self, fn: Callable, name: str) -> Callable:
-        """fn(params, batch) jitted with params where they live and batch-sharded inputs
+        """fn(variables, batch) jitted with variables where they live and batch-sharded inputs
         and outputs, traced under the mesh's logical-axis rules; jitted once per `name`
         for the life of the context and those made from it by `at`."""
         if name not in self._compiled:
             data = batch_sharding(self.mesh)
-            self._compiled[name] = jax.jit(fn, in_shardings=(self.param_shardings, data),
+            self._compiled[name] = jax.jit(fn, in_shardings=(self.shardings, data),
                                            out_shardings=data)
         compiled = self._compiled[name]
 
@@ -124,12 +126,12 @@ class EvalContext:
 
     def run(self, fn: Callable, split: str | None = None, limit: int = 0,
             keep: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-        """Runs jitted fn(params, batch) -> {name: [B, ...]} over the split and returns
+        """Runs jitted fn(variables, batch) -> {name: [B, ...]} over the split and returns
         each output, plus the batch fields named in `keep`, as host arrays of the valid
         examples in split order. Checks that every example was seen exactly once."""
         chunks: dict[str, list] = {}
         for batch in self.batches(split, limit):
-            outputs = jax.tree.map(to_host, fn(self.params, batch))
+            outputs = jax.tree.map(to_host, fn(self.variables, batch))
             fields = {k: to_host(batch[k]) for k in ("valid", "index", *keep)}
             valid = fields.pop("valid")
             flat = {**traverse_util.flatten_dict(outputs, sep="/"), **fields}
@@ -150,9 +152,8 @@ class EvalContext:
         """Embeddings (and head logits) of a split, computed once per context."""
         key = (split or self.cfg.data.eval_split, limit)
         if key not in self._results:
-            heads = tuple(h for h in ("diagnosis", "risk") if h in self.params)
-            predict = self.jit(lambda p, b: self.model.apply({"params": p}, b,
-                                                             method=_predict, heads=heads),
+            heads = tuple(h for h in ("diagnosis", "risk") if h in self.variables["params"])
+            predict = self.jit(lambda v, b: self.model.apply(v, b, method=_predict, heads=heads),
                                f"predict/{'+'.join(heads)}")
             modalities = self.model.modalities
             out = self.run(predict, *key,

@@ -14,9 +14,9 @@ from jax import lax
 from mmjax.nn.model import batch_size
 
 
-def _start(model, params, batch, max_len, copies=1):
+def _start(model, variables, batch, max_len, copies=1):
     """The cache primed on the batch, each example's rows repeated `copies` times."""
-    _, state = model.apply({"params": params}, batch, max_len,
+    _, state = model.apply(variables, batch, max_len,
                            method=model.init_report_cache, mutable=["cache"])
     return _rows(state["cache"], lambda x: jnp.repeat(x, copies, axis=0))
 
@@ -26,25 +26,25 @@ def _rows(cache, fn):
     return jax.tree.map(lambda x: fn(x) if x.ndim else x, cache)
 
 
-def _step(model, params, cache, ids, t, max_len, eos_id):
+def _step(model, variables, cache, ids, t, max_len, eos_id):
     """Log-probabilities [N, vocab] of the token at position t + 1 after ids at t; at
     the last position only eos may come."""
-    logits, state = model.apply({"params": params, "cache": cache}, ids,
+    logits, state = model.apply({**variables, "cache": cache}, ids,
                                 method=model.decode_step, mutable=["cache"])
     logp = jax.nn.log_softmax(logits)
     only_eos = jnp.where(jnp.arange(logp.shape[-1]) == eos_id, logp, -jnp.inf)
     return jnp.where(t + 1 == max_len - 1, only_eos, logp), state["cache"]
 
 
-def greedy(model, params, batch, *, max_len, bos_id, eos_id, pad_id):
+def greedy(model, variables, batch, *, max_len, bos_id, eos_id, pad_id):
     """The most likely next token at every step, until eos."""
-    cache = _start(model, params, batch, max_len)
+    cache = _start(model, variables, batch, max_len)
     size = batch_size(batch)
     tokens = jnp.full((size, max_len), pad_id, jnp.int32).at[:, 0].set(bos_id)
 
     def body(state):
         t, tokens, cache, score, done = state
-        logp, cache = _step(model, params, cache, tokens[:, t], t, max_len, eos_id)
+        logp, cache = _step(model, variables, cache, tokens[:, t], t, max_len, eos_id)
         token = jnp.argmax(logp, axis=-1).astype(jnp.int32)
         score = score + jnp.where(done, 0.0, jnp.take_along_axis(logp, token[:, None], 1)[:, 0])
         token = jnp.where(done, pad_id, token)
@@ -59,7 +59,7 @@ def greedy(model, params, batch, *, max_len, bos_id, eos_id, pad_id):
     return tokens, score
 
 
-def beam_search(model, params, batch, *, max_len, beam_size, bos_id, eos_id, pad_id,
+def beam_search(model, variables, batch, *, max_len, beam_size, bos_id, eos_id, pad_id,
                 length_penalty=0.0):
     """Keeps the `beam_size` best hypotheses per example, flattened into the batch.
 
@@ -69,7 +69,7 @@ def beam_search(model, params, batch, *, max_len, beam_size, bos_id, eos_id, pad
     The best that ever finished is returned: the ones that pushed it out may end worse.
     """
     size = batch_size(batch)
-    cache = _start(model, params, batch, max_len, beam_size)
+    cache = _start(model, variables, batch, max_len, beam_size)
     tokens = jnp.full((size * beam_size, max_len), pad_id, jnp.int32).at[:, 0].set(bos_id)
     # All beams start as the same prompt: only the first may extend it, or they'd tie.
     score = jnp.where(jnp.arange(beam_size) == 0, 0.0, -jnp.inf) * jnp.ones((size, 1))
@@ -82,7 +82,7 @@ def beam_search(model, params, batch, *, max_len, beam_size, bos_id, eos_id, pad
 
     def body(state):
         t, tokens, cache, score, length, done, (best_tokens, best_score, best_rank) = state
-        logp, cache = _step(model, params, cache, tokens[:, t], t, max_len, eos_id)
+        logp, cache = _step(model, variables, cache, tokens[:, t], t, max_len, eos_id)
         logp = logp.reshape(size, beam_size, -1)
         vocab = logp.shape[-1]
         keep = jnp.where(jnp.arange(vocab) == pad_id, 0.0, -jnp.inf)  # a finished beam

@@ -40,9 +40,9 @@ def evaluate(ctx) -> dict:
     ids = {"bos_id": special["[CLS]"], "eos_id": special["[SEP]"], "pad_id": special["[PAD]"]}
     max_len = cfg.eval.generate_max_len or cfg.data.max_text_len
 
-    def generate(params, batch):
-        greedy, greedy_ll = decoding.greedy(model, params, batch, max_len=max_len, **ids)
-        beam, beam_ll = decoding.beam_search(model, params, batch, max_len=max_len,
+    def generate(variables, batch):
+        greedy, greedy_ll = decoding.greedy(model, variables, batch, max_len=max_len, **ids)
+        beam, beam_ll = decoding.beam_search(model, variables, batch, max_len=max_len,
                                              beam_size=cfg.eval.beam_size,
                                              length_penalty=cfg.eval.length_penalty, **ids)
         return {"greedy": greedy, "greedy_ll": greedy_ll, "beam": beam, "beam_ll": beam_ll}

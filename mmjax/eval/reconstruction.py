@@ -41,8 +41,8 @@ def evaluate(ctx) -> dict:
     for modality in cfg.objectives.mae_modalities:
         if modality not in ctx.model.modalities:
             continue
-        run = ctx.jit(lambda p, b, m=modality: ctx.model.apply(
-            {"params": p}, b, m, cfg.objectives.mae_mask_ratio, method=_reconstruct),
+        run = ctx.jit(lambda v, b, m=modality: ctx.model.apply(
+            v, b, m, cfg.objectives.mae_mask_ratio, method=_reconstruct),
             f"reconstruction/{modality}")
         keep = (f"has_{modality}", modality) if modality == "image" else (f"has_{modality}",)
         out = ctx.run(run, keep=keep)

@@ -8,7 +8,7 @@ import numpy as np
 
 from mmjax.eval.registry import register, requires_modalities
 
-QUERY_MODALITIES = ("image", "video", "signal")
+QUERY_MODALITIES = ("image", "video", "signal", "audio")
 EXAMPLE_CANDIDATES = 3  # reports shown per example query in the run report
 
 

@@ -11,15 +11,16 @@ import orbax.checkpoint as ocp
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.eval.context import EvalContext
-from mmjax.parallel.mesh import make_mesh
+from mmjax.parallel.mesh import make_mesh, replicated
 from mmjax.train.loop import define_model
-from mmjax.train.step import split_params
+from mmjax.train.step import model_variables, split_params
 
 log = logging.getLogger(__name__)
 
 
-def read_params(checkpoints: Path, step: int | None = None) -> tuple[dict, int]:
-    """(parameters as host arrays, step) of checkpoint `step` (default the newest)."""
+def read_variables(checkpoints: Path, step: int | None = None) -> tuple[dict, dict, int]:
+    """(parameters, BatchNorm statistics ({} without), step) as host arrays, of checkpoint
+    `step` (default the newest)."""
     if not checkpoints.is_dir():
         raise config_lib.ConfigError(f"no checkpoints in {checkpoints.parent} "
                                      f"(expected {checkpoints}/<step>/)")
@@ -30,7 +31,7 @@ def read_params(checkpoints: Path, step: int | None = None) -> tuple[dict, int]:
             raise config_lib.ConfigError(f"no checkpoint of step {step} in {checkpoints}; "
                                          f"it has {sorted(steps) or 'none'}")
         restored = manager.restore(step, args=ocp.args.StandardRestore())
-    return restored["params"], step
+    return restored["params"], restored.get("batch_stats") or {}, step
 
 
 def load(workdir: str | Path, step: int | None = None, data_path: str | None = None,
@@ -64,16 +65,18 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
     mesh = make_mesh(cfg.parallel, devices)
     example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
     model, _, _, shardings = define_model(cfg, tokenizer, example, len(label_names), mesh,
-                                          None if prevalence is None else np.asarray(prevalence))
-    shardings, _ = split_params(shardings)
-    stored, step = read_params(workdir / "checkpoints", step)
-    params, _ = split_params(stored)
-    expected = jax.tree_util.tree_structure(shardings)
-    if jax.tree_util.tree_structure(params) != expected:
+                                          None if prevalence is None else np.asarray(prevalence),
+                                          transform.audio_rate_hz)
+    stored, batch_stats, step = read_variables(workdir / "checkpoints", step)
+    variables = model_variables(stored, batch_stats)
+    shardings = {"params": split_params(shardings)[0],
+                 **({"batch_stats": replicated(mesh)} if batch_stats else {})}
+    if jax.tree_util.tree_structure(variables["params"]) != \
+            jax.tree_util.tree_structure(shardings["params"]):
         raise config_lib.ConfigError(f"the checkpoint of step {step} in {workdir} does not fit "
                                      "the model its config.json describes")
-    params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+    variables = jax.device_put(jax.tree.map(np.asarray, variables), shardings)
     log.info("loaded step %d of %s", step, workdir)
     out_dir = workdir / "eval" if jax.process_index() == 0 else None
-    return EvalContext(cfg, model, params, shardings, mesh, tokenizer, label_names, step,
+    return EvalContext(cfg, model, variables, shardings, mesh, tokenizer, label_names, step,
                        out_dir)

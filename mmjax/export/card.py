@@ -9,7 +9,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-ENCODER_CONFIG = {"image": "image", "video": "video", "signal": "signal", "report": "text"}
+ENCODER_CONFIG = {"image": "image", "video": "video", "signal": "signal", "audio": "audio",
+                  "report": "text"}
 
 
 def count_params(tree) -> int:
@@ -42,18 +43,32 @@ def model_card(ctx, workdir: Path, params: dict, info: dict, manifest) -> str:
     return "\n\n".join(sections) + "\n"
 
 
+def _architecture(model_cfg, modality: str) -> str:
+    """The encoder's settings in one line; a CNN's (and a frame encoder's) named as such."""
+    encoder = getattr(model_cfg, ENCODER_CONFIG[modality])
+    arch = ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(encoder).items())
+    kind = {"image": model_cfg.image_encoder,
+            "video": model_cfg.video.encoder == "frames" and model_cfg.video.frame_encoder}
+    cnn = kind.get(modality) in ("resnet", "vgg")
+    if cnn and modality == "image":
+        return f"{kind[modality]}: " + ", ".join(
+            f"{k} {v}" for k, v in dataclasses.asdict(model_cfg.cnn).items())
+    if cnn:
+        return arch + f"; frames through {kind[modality]} (model.cnn)"
+    return arch
+
+
 def _card_model(cfg, params: dict, info: dict) -> str:
     rows = []
     for modality, entry in info["modalities"].items():
-        encoder = getattr(cfg.model, ENCODER_CONFIG[modality])
-        arch = ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(encoder).items())
+        arch = _architecture(cfg.model, modality)
         inputs = "; ".join(f"`{i['name']}` {i['dtype']} [{', '.join(map(str, i['shape']))}]"
                            for i in entry["inputs"])
         rows.append(f"| {modality} | {arch} | {inputs} | {entry['num_params']:,} |")
     return "\n".join([
         "## Model",
         "",
-        f"One transformer encoder per modality, each followed by a linear projection to a "
+        f"One encoder per modality, each followed by a linear projection to a "
         f"shared {cfg.model.embed_dim}-dimensional space; embeddings are L2-normalised, so "
         f"the dot product of two is their cosine similarity. Compute dtype {cfg.model.dtype}, "
         f"parameters {cfg.model.param_dtype}.",

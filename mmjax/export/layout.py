@@ -10,8 +10,9 @@ EXPORT_JSON, CONFIG_JSON, TOKENIZER, CARD = ("export.json", "config.json", "toke
 # The ExampleTransform fields each encoder reads, in the order its function takes them.
 INPUTS = {
     "image": ("image",),
-    "video": ("video",),
+    "video": ("video", "video_mask"),
     "signal": ("signal", "signal_leads"),
+    "audio": ("audio", "audio_length"),
     "report": ("text", "text_mask"),
 }
 # Debug locations as file name and line only: without them an export would hold the

@@ -84,7 +84,8 @@ def _write(ctx, workdir: Path, out: Path) -> None:
     from mmjax.data import pipeline
 
     cfg = ctx.cfg
-    params = jax.device_get(ctx.params)
+    variables = jax.device_get(ctx.variables)
+    params = variables["params"]
     source, transform = pipeline.open_split(cfg.data, cfg.data.eval_split, ctx.tokenizer)
     example = transform(source[0])  # the shapes the encoders were trained on
     # Top-level scalars (the contrastive scale and bias) are built in the model's setup,
@@ -92,11 +93,12 @@ def _write(ctx, workdir: Path, out: Path) -> None:
     scalars = {k: v for k, v in params.items() if not isinstance(v, dict)}
     modalities = {}
     for modality in ctx.model.modalities:
-        subtree = _encoder_params(params, modality)
+        subtree = _encoder_variables(variables, modality)
         exported = _export_encoder(ctx.model, modality, subtree, scalars, example)
         (out / f"{modality}.stablehlo").write_bytes(exported.serialize())
         (out / f"{modality}.safetensors").write_bytes(safetensors.numpy.save(_flatten(subtree)))
-        modalities[modality] = _signature(exported, modality, subtree, cfg, source.manifest)
+        modalities[modality] = _signature(exported, modality, subtree["params"], cfg,
+                                          source.manifest)
     config_lib.save(cfg, out / CONFIG_JSON)
     ctx.tokenizer.save(str(out / TOKENIZER))
     info = {
@@ -122,17 +124,21 @@ def _write(ctx, workdir: Path, out: Path) -> None:
     (out / EXPORT_JSON).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _encoder_params(params: dict, modality: str) -> dict:
-    """The parameters one embedding reads: the encoder and its projection."""
+def _encoder_variables(variables: dict, modality: str) -> dict:
+    """The variables one embedding reads: the encoder's and its projection's parameters,
+    and the encoder's BatchNorm statistics if it has any."""
+    params = variables["params"]
     names = (f"encoders_{modality}", f"proj_{modality}")
     missing = [n for n in names if n not in params]
     if missing:
         raise config_lib.ConfigError(f"the checkpoint has no {missing} for modality "
                                      f"'{modality}'")
-    return {n: params[n] for n in names}
+    subtree = {"params": {n: params[n] for n in names}}
+    stats = variables.get("batch_stats", {}).get(f"encoders_{modality}")
+    return {**subtree, "batch_stats": {f"encoders_{modality}": stats}} if stats else subtree
 
 
-def _export_encoder(model, modality: str, params: dict, scalars: dict, example: dict):
+def _export_encoder(model, modality: str, variables: dict, scalars: dict, example: dict):
     """jax.export of f(params, *inputs) -> unit-norm embeddings, for any batch size."""
     names = INPUTS[modality]
 
@@ -140,12 +146,13 @@ def _export_encoder(model, modality: str, params: dict, scalars: dict, example: 
         pooled, _, _ = module.encode(modality, dict(zip(names, inputs, strict=True)))
         return module.embed(modality, pooled)
 
-    def fn(params, *inputs):
-        return model.apply({"params": {**params, **scalars}}, *inputs, method=embed)
+    def fn(variables, *inputs):
+        return model.apply({**variables, "params": {**variables["params"], **scalars}}, *inputs,
+                           method=embed)
 
     (batch,) = jax.export.symbolic_shape(BATCH)
     specs = [jax.ShapeDtypeStruct((batch, *example[n].shape), example[n].dtype) for n in names]
-    param_specs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    param_specs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
     with _jax_config(PLAIN_LOCATIONS):
         return jax.export.export(jax.jit(fn), platforms=PLATFORMS)(param_specs, *specs)
 
@@ -202,7 +209,14 @@ def _preprocessing(modality: str, avals, manifest) -> str:
     if modality == "video":
         return (f"video float32 {_shape(avals[0])}: uint8 frames / 255, the centred window of "
                 "that many frames, standardised per clip to zero mean and unit variance over "
-                "frames, height, width and channels")
+                "its real frames, height, width and channels, padding frames zero; video_mask "
+                f"bool {_shape(avals[1])}: True on real frames (a prefix)")
+    if modality == "audio":
+        rate = manifest.attributes.get("audio_rate_hz")
+        at = f" at {rate} Hz" if rate else ""
+        return (f"audio float32 {_shape(avals[0])}: mono samples in [-1, 1]{at}, the centred "
+                "window of that many samples, zero padded at the end; audio_length int32 "
+                f"{_shape(avals[1])}: the real samples. The spectrogram is computed inside")
     if modality == "signal":
         rate = manifest.attributes.get("signal_rate_hz")
         at = f" at {rate} Hz" if rate else ""

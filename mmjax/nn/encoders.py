@@ -54,18 +54,24 @@ class _TokenEncoder(nn.Module):
     the order of `keep` when given.
     """
 
-    def encode(self, x, cfg, options: BlockOptions, positions="learned", keep=None):
+    def encode(self, x, cfg, options: BlockOptions, positions="learned", keep=None, mask=None):
+        """`mask` [B, L] marks real tokens (padding of shorter inputs is never attended to)."""
         x = PositionEmbed(positions, name="pos_embed")(x)
+        padded = mask is not None
+        mask = mask if padded else jnp.ones(x.shape[:2], bool)
         if keep is not None:
-            x = keep_tokens(x, keep)
-        mask = jnp.ones(x.shape[:2], bool)
+            x, mask = keep_tokens(x, keep), keep_tokens(mask, keep)
         use_cls = cfg.pool == "cls"
+        key_mask = mask if padded else None
         if use_cls:
             cls = self.param("cls", kernel_init(None, None, "embed", init=nn.initializers.zeros),
                              (1, 1, x.shape[-1]), jnp.float32)
             x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(
                 x.dtype), x], axis=1)
-        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, options, name="transformer")(x)
+            if padded:
+                key_mask = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), mask], axis=1)
+        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, options, name="transformer")(
+            x, key_mask=key_mask)
         x = constrain(x, "batch", "length", "embed")
         if use_cls:
             return x[:, 0], x[:, 1:], mask

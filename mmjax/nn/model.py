@@ -8,14 +8,57 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config import ModelConfig
+from mmjax.nn.audio import AudioEncoder
+from mmjax.nn.cnn import CNNEncoder
 from mmjax.nn.embed import patchify
 from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
 from mmjax.nn.fusion import Fusion
 from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, ReportDecoder
 from mmjax.nn.layers import dense
+from mmjax.nn.temporal import FrameVideoEncoder
 from mmjax.nn.transformer import BlockOptions
 
-MODALITIES = ("image", "video", "signal", "report")
+MODALITIES = ("image", "video", "signal", "audio", "report")
+IMAGE_ENCODERS = ("vit", "resnet", "vgg")
+VIDEO_ENCODERS = ("tubelet", "frames")
+# Encoders that cut their input into patches a masked autoencoder can hide.
+PATCH_ENCODERS = {"image": ("vit",), "video": ("tubelet",), "signal": None}
+
+
+def has_patches(cfg: ModelConfig, modality: str) -> bool:
+    """Whether MAE can hide parts of this modality's input: its encoder takes patches."""
+    kind = {"image": cfg.image_encoder, "video": cfg.video.encoder}.get(modality)
+    kinds = PATCH_ENCODERS.get(modality, ())
+    return modality in PATCH_ENCODERS and (kinds is None or kind in kinds)
+
+
+def uses_batch_norm(cfg: ModelConfig, modalities) -> bool:
+    """Whether a CNN with BatchNorm encodes images or video frames of these modalities."""
+    kinds = [cfg.image_encoder] if "image" in modalities else []
+    if "video" in modalities and cfg.video.encoder == "frames":
+        kinds.append(cfg.video.frame_encoder)
+    return cfg.cnn.norm == "batch" and any(k in ("resnet", "vgg") for k in kinds)
+
+
+def image_encoder(cfg: ModelConfig, kind: str, options: BlockOptions, batch_axis=None):
+    """A ViT (model.image) or a CNN (model.cnn) over [B, H, W, C] images."""
+    if kind == "vit":
+        return ViTEncoder(cfg.image, options)
+    if kind in ("resnet", "vgg"):
+        return CNNEncoder(cfg.cnn, kind, options, batch_axis)
+    raise ValueError(f"unknown image encoder '{kind}'; choose from {IMAGE_ENCODERS}")
+
+
+def video_encoder(cfg: ModelConfig, options: BlockOptions, batch_axis=None):
+    """Tubelets through a transformer, or each frame through an image encoder and then a
+    temporal encoder (model.video.encoder)."""
+    if cfg.video.encoder == "tubelet":
+        return VideoEncoder(cfg.video, options)
+    if cfg.video.encoder == "frames":
+        frames = image_encoder(cfg, cfg.video.frame_encoder, options, batch_axis)
+        return FrameVideoEncoder(cfg.video, frames, options)
+    raise ValueError(f"unknown video encoder '{cfg.video.encoder}'; choose from "
+                     f"{VIDEO_ENCODERS}")
 
 
 def l2_normalize(x, eps: float = 1e-6):
@@ -43,6 +86,8 @@ class MultimodalModel(nn.Module):
     vocab_size: int
     modalities: tuple[str, ...] = ("image", "report")
     num_labels: int = 0
+    audio_rate_hz: float = 0.0  # the dataset's; the spectrogram is computed in the model
+    batch_axis: str | None = None  # the pmap axis BatchNorm averages its statistics over
 
     def setup(self):
         cfg = self.config
@@ -52,9 +97,10 @@ class MultimodalModel(nn.Module):
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         options = BlockOptions(remat=cfg.remat, dtype=dtype, param_dtype=param_dtype)
         builders = {
-            "image": lambda: ViTEncoder(cfg.image, options),
-            "video": lambda: VideoEncoder(cfg.video, options),
+            "image": lambda: image_encoder(cfg, cfg.image_encoder, options, self.batch_axis),
+            "video": lambda: video_encoder(cfg, options, self.batch_axis),
             "signal": lambda: SignalEncoder(cfg.signal, options),
+            "audio": lambda: AudioEncoder(cfg.audio, self.audio_rate_hz, options),
             "report": lambda: TextEncoder(cfg.text, self.vocab_size, options),
         }
         self.encoders = {m: builders[m]() for m in self.modalities}
@@ -75,7 +121,7 @@ class MultimodalModel(nn.Module):
         d = cfg.decoder
         self.mae_decoders = {
             m: MaeDecoder(d.width, d.depth, d.num_heads, d.mlp_dim, options)
-            for m in self.modalities if m != "report"
+            for m in self.modalities if has_patches(cfg, m)
         }
         if "report" in self.modalities:
             self.report_decoder = ReportDecoder(d.depth, cfg.text.num_heads, d.mlp_dim,
@@ -157,14 +203,28 @@ class MultimodalModel(nn.Module):
     # ---- Encoding.
 
     def encode(self, modality: str, batch: dict):
-        """(pooled, tokens, token mask) of one modality of the batch."""
+        """(pooled, tokens, token mask) of one modality of the batch.
+
+        Absent inputs (zeros, `has_<modality>` False) are kept out of BatchNorm statistics.
+        """
         encoder = self.encoders[modality]
+        present = batch.get(f"has_{modality}")
         if modality == "image":
+            if isinstance(encoder, CNNEncoder):
+                return encoder(batch["image"], valid=present)
             return encoder(batch["image"])
         if modality == "video":
+            if isinstance(encoder, FrameVideoEncoder):
+                video = batch["video"]
+                frames = batch.get("video_mask", jnp.ones(video.shape[:2], bool))
+                if present is not None:
+                    frames = frames & present[:, None]
+                return encoder(video, frames)
             return encoder(batch["video"])
         if modality == "signal":
             return encoder(batch["signal"], batch.get("signal_leads"))
+        if modality == "audio":
+            return encoder(batch["audio"], batch.get("audio_length"))
         return encoder(batch["text"], batch["text_mask"])
 
     def embed(self, modality: str, pooled):

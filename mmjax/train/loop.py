@@ -21,7 +21,7 @@ from mmjax.data import pipeline
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.eval import registry
 from mmjax.eval.context import EvalContext
-from mmjax.nn.model import MultimodalModel
+from mmjax.nn.model import MultimodalModel, has_patches, uses_batch_norm
 from mmjax.objectives.supervised import positive_weights
 from mmjax.parallel import rules
 from mmjax.parallel.mesh import batch_sharding, check_divisible, make_mesh, replicated
@@ -30,7 +30,7 @@ from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.losses import LOG_VARIANCES, Objectives
 from mmjax.train.metrics import MetricsLog, Throughput, compiled_step_flops, peak_flops
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
-from mmjax.train.step import StepBuilder, as_float32, split_params
+from mmjax.train.step import PMAP_AXIS, StepBuilder, as_float32, model_variables, split_params
 from mmjax.train.warm_start import warm_start
 
 # Keys that fix the checkpoint's shapes or the meaning of its inputs; a workdir keeps them.
@@ -106,6 +106,14 @@ class Run:
         return self.state
 
 
+def variable_shardings(run: Run) -> dict:
+    """Where evaluation keeps model_variables(): parameters as in training, BatchNorm
+    statistics replicated."""
+    stats = run.host_state().batch_stats
+    return {"params": split_params(run.param_shardings)[0],
+            **({"batch_stats": replicated(run.mesh)} if stats else {})}
+
+
 def _replicate(tree, devices):
     """pmap's layout: a leading axis with one copy per device."""
     sharding = NamedSharding(Mesh(np.asarray(devices), ("replica",)), PartitionSpec("replica"))
@@ -115,7 +123,7 @@ def _replicate(tree, devices):
 
 
 def define_model(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
-                 mesh: Mesh, label_prevalence=None):
+                 mesh: Mesh, label_prevalence=None, audio_rate_hz: float | None = None):
     """(model, objectives, init_variables(batch), param_shardings): what the parameters
     are and where the rules put each, before any is created."""
     special = tokenizer_lib.special_ids(tokenizer)
@@ -127,8 +135,21 @@ def define_model(cfg: config_lib.Config, tokenizer, example_batch: dict, num_lab
     objectives = Objectives(cfg.objectives, tuple(cfg.data.modalities),
                             tokenizer.get_vocab_size(), special["[MASK]"],
                             tuple(special.values()), num_labels, weights)
+    if cfg.objectives.mae:
+        for modality in cfg.objectives.mae_modalities:
+            if not has_patches(cfg.model, modality):
+                raise config_lib.ConfigError(
+                    f"objectives.mae_modalities: '{modality}' has no patch encoder to mask "
+                    "(MAE needs model.image_encoder=vit, model.video.encoder=tubelet or the "
+                    "signal encoder)")
+    if cfg.parallel.strategy == "mesh" and cfg.train.accumulation_steps > 1 and \
+            uses_batch_norm(cfg.model, cfg.data.modalities):
+        raise config_lib.ConfigError(
+            "train.accumulation_steps > 1 with BatchNorm (model.cnn.norm=batch): statistics "
+            "over micro-batches would differ from the whole batch's; use model.cnn.norm=group")
     model = MultimodalModel(cfg.model, tokenizer.get_vocab_size(), tuple(cfg.data.modalities),
-                            num_labels)
+                            num_labels, audio_rate_hz or 0.0,
+                            PMAP_AXIS if cfg.parallel.strategy == "pmap" else None)
 
     def init_variables(batch):
         rng = jax.random.key(cfg.train.seed)
@@ -140,7 +161,7 @@ def define_model(cfg: config_lib.Config, tokenizer, example_batch: dict, num_lab
 
 
 def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
-          devices=None, label_prevalence=None) -> Run:
+          devices=None, label_prevalence=None, audio_rate_hz: float | None = None) -> Run:
     """Mesh, model, objectives, optimizer, initialised sharded state and train step."""
     strategy = cfg.parallel.strategy
     if strategy not in STRATEGIES:
@@ -157,17 +178,21 @@ def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: in
                     "train.batch_size / train.accumulation_steps")
     check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
     model, objectives, init_variables, param_shardings = define_model(
-        cfg, tokenizer, example_batch, num_labels, mesh, label_prevalence)
+        cfg, tokenizer, example_batch, num_labels, mesh, label_prevalence, audio_rate_hz)
     log_variances = objectives.init_log_variances()
     if log_variances is not None:
         param_shardings = {**param_shardings,
                            LOG_VARIANCES: {k: replicated(mesh) for k in log_variances}}
-    init_params = jax.jit(lambda b: nn.meta.unbox(init_variables(b)["params"]),
-                          out_shardings=split_params(param_shardings)[0])
-    params = init_params(example_batch)
+
+    def init_model(batch):
+        variables = init_variables(batch)
+        return nn.meta.unbox(variables["params"]), variables.get("batch_stats", {})
+
+    params, batch_stats = jax.jit(init_model, out_shardings=(
+        split_params(param_shardings)[0], replicated(mesh)))(example_batch)
     if log_variances is not None:
         params = {**params, LOG_VARIANCES: log_variances}
-    params = warm_start(params, cfg.init, cfg.model.text)
+    params, batch_stats = warm_start(params, batch_stats, cfg.init, cfg.model.text)
 
     num_steps = cfg.train.num_steps
     schedule = learning_rate_schedule(cfg.optim, num_steps)
@@ -175,9 +200,9 @@ def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: in
     opt_shardings = rules.like_params(jax.eval_shape(tx.init, params), params,
                                       param_shardings, mesh)
     state_shardings = state_lib.TrainState(replicated(mesh), param_shardings, opt_shardings,
-                                           replicated(mesh))
-    state = jax.jit(lambda p: state_lib.create(p, tx, cfg.train.seed),
-                    out_shardings=state_shardings)(params)
+                                           replicated(mesh), replicated(mesh))
+    state = jax.jit(lambda p, s: state_lib.create(p, tx, cfg.train.seed, s),
+                    out_shardings=state_shardings)(params, batch_stats)
 
     builder = StepBuilder(model, objectives, tx, schedule)
     local = jax.local_devices() if devices is None else list(mesh.devices.flat)
@@ -264,7 +289,7 @@ def train(
     data = open_input(cfg)
     first = data.batches[0]
     run = build(cfg, data.tokenizer, first, len(data.label_names), devices,
-                data.label_prevalence)
+                data.label_prevalence, data.transform.audio_rate_hz)
 
     # ---- Resume from the newest complete checkpoint, if any (it wins over init.from).
     checkpointer = Checkpointer(workdir / "checkpoints", cfg.train.checkpoint_every,
@@ -287,13 +312,14 @@ def train(
                              workdir / "tensorboard" if cfg.train.tensorboard and is_writer
                              else None)
     evals = None
-    shardings, _ = split_params(run.param_shardings)
+    shardings = variable_shardings(run)
     eval_context = EvalContext(cfg, run.model, None, shardings, run.mesh, data.tokenizer,
                                data.label_names, start, workdir / "eval" if is_writer else None)
 
     def run_evals(step: int) -> dict:
-        params, _ = split_params(run.host_state().params)
-        ctx = eval_context.at(jax.device_put(params, shardings), step)
+        state = run.host_state()
+        variables = model_variables(state.params, state.batch_stats)
+        ctx = eval_context.at(jax.device_put(variables, shardings), step)
         results = registry.run_all(ctx, evaluators)
         if is_writer:
             metrics_log.write(step, registry.scalars(results))

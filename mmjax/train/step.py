@@ -31,6 +31,13 @@ def split_params(params: dict) -> tuple[dict, dict | None]:
     return model_params, params.get(LOG_VARIANCES)
 
 
+def model_variables(params: dict, batch_stats: dict) -> dict:
+    """What model.apply evaluates with: the model's parameters and, with BatchNorm, its
+    running statistics (without them in the dict, BatchNorm would be an error)."""
+    return {"params": split_params(params)[0], **({"batch_stats": batch_stats}
+                                                   if batch_stats else {})}
+
+
 def _contrastive_fn(kind: str, mesh=None) -> Callable:
     """(a, b, scale, bias, valid) -> the loss over the global batch: shard_map over the
     mesh's batch axes, or the per-device body for use inside pmap when mesh is None."""
@@ -63,22 +70,27 @@ class StepBuilder:
                  schedule: optax.Schedule):
         self.model, self.objectives, self.tx, self.schedule = model, objectives, tx, schedule
 
-    def _forward(self, model_params, batch, rng):
-        return self.model.apply({"params": model_params}, batch, rng,
-                                method=self.objectives.forward)
+    def _forward(self, model_params, batch_stats, batch, rng):
+        """(outputs, updated batch_stats): BatchNorm normalises with the batch's statistics
+        (over the global batch: jit sees all of it, pmap averages over PMAP_AXIS)."""
+        out, updated = self.model.apply({"params": model_params, "batch_stats": batch_stats},
+                                        batch, rng, method=self.objectives.forward,
+                                        mutable=["batch_stats"])
+        return out, updated.get("batch_stats", batch_stats)
 
     def _loss_fn(self, contrastive_fn, reduce_sum=lambda x: x):
-        def loss_fn(params, batch, rng):
+        def loss_fn(params, batch_stats, batch, rng):
             model_params, log_variances = split_params(params)
-            out = self._forward(model_params, batch, rng)
+            out, batch_stats = self._forward(model_params, batch_stats, batch, rng)
             losses = loss_values(self.objectives, out, contrastive_fn, reduce_sum)
-            return self.objectives.total(losses, log_variances), (losses, out["scale"])
+            return self.objectives.total(losses, log_variances), (losses, out["scale"],
+                                                                  batch_stats)
         return loss_fn
 
-    def _update(self, state: TrainState, grads):
+    def _update(self, state: TrainState, grads, batch_stats):
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state, state.rng)
+        return TrainState(state.step + 1, params, opt_state, state.rng, batch_stats)
 
     # ---- mesh
 
@@ -91,13 +103,14 @@ class StepBuilder:
             rng = jax.random.fold_in(state.rng, state.step)
             batch = {**batch, "row": jnp.arange(jax.tree.leaves(batch)[0].shape[0])}
             if accumulation_steps == 1:
-                (total, (losses, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                    state.params, batch, rng)
-            else:
+                (total, (losses, scale, batch_stats)), grads = jax.value_and_grad(
+                    loss_fn, has_aux=True)(state.params, state.batch_stats, batch, rng)
+            else:  # define_model refuses BatchNorm here: its statistics are per micro-batch
+                batch_stats = state.batch_stats
                 total, losses, scale, grads = self._accumulated(
                     mesh, contrastive_fn, accumulation_steps, state.params, batch, rng)
             metrics = _metrics(total, losses, scale, grads, self.schedule, state, batch)
-            return self._update(state, grads), metrics
+            return self._update(state, grads, batch_stats), metrics
 
         return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh)),
                        out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
@@ -130,7 +143,7 @@ class StepBuilder:
         micro = jax.tree.map(to_micro, batch)  # its "row"s keep per-example masks unchanged
 
         def cache(_, micro_batch):
-            out = self._forward(model_params, micro_batch, rng)
+            out, _ = self._forward(model_params, {}, micro_batch, rng)
             return None, (out["embeddings"], out["present"], out["terms"])
 
         _, (embeddings, present, terms) = jax.lax.scan(cache, None, micro)
@@ -156,7 +169,7 @@ class StepBuilder:
             micro_batch, cotangents = inputs
 
             def surrogate(model_params):
-                out = self._forward(model_params, micro_batch, rng)
+                out, _ = self._forward(model_params, {}, micro_batch, rng)
                 value = sum(jnp.vdot(cotangents[m], out["embeddings"][m]) for m in cotangents)
                 for name, (total, _) in out["terms"].items():
                     value += mean_grads[name] * total / jnp.maximum(counts[name], 1)
@@ -179,14 +192,14 @@ class StepBuilder:
             rng = jax.random.fold_in(state.rng, state.step)
             size = jax.tree.leaves(batch)[0].shape[0]  # per device
             batch = {**batch, "row": jax.lax.axis_index(PMAP_AXIS) * size + jnp.arange(size)}
-            (total, (losses, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, batch, rng)
+            (total, (losses, scale, batch_stats)), grads = jax.value_and_grad(
+                loss_fn, has_aux=True)(state.params, state.batch_stats, batch, rng)
             # The losses are psum-reduced, so each device's gradient is n times its own
             # share of the global gradient and the mean over devices is the whole of it.
             grads = jax.lax.pmean(grads, PMAP_AXIS)
             metrics = jax.lax.pmean(
                 _metrics(total, losses, scale, grads, self.schedule, state, batch), PMAP_AXIS)
-            return self._update(state, grads), metrics
+            return self._update(state, grads, batch_stats), metrics
 
         return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)
 

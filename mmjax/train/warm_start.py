@@ -24,22 +24,25 @@ def _checkpoint_dir(source: Path) -> Path:
                       "checkpoints/<step>/)")
 
 
-def pretrained_params(source: str | Path) -> dict[str, np.ndarray]:
-    """The parameters of the newest checkpoint under `source`, flat by 'a/b/c' path."""
+def pretrained_variables(source: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """The parameters and BatchNorm statistics ({} without) of the newest checkpoint under
+    `source`, each flat by 'a/b/c' path."""
     directory = _checkpoint_dir(Path(source))
     with ocp.CheckpointManager(directory.absolute()) as manager:
         step = manager.latest_step()
         restored = manager.restore(step, args=ocp.args.StandardRestore())
     log.info("init.from: read step %d of %s", step, directory)
-    return traverse_util.flatten_dict(restored["params"], sep="/")
+    return {collection: traverse_util.flatten_dict(restored.get(collection) or {}, sep="/")
+            for collection in ("params", "batch_stats")}
 
 
-def restore_matching(params: dict, source: dict[str, np.ndarray]) -> tuple[dict, dict]:
+def restore_matching(params: dict, source: dict[str, np.ndarray],
+                     required: bool = True) -> tuple[dict, dict]:
     """`params` with every leaf whose path and shape match one in `source` replaced.
 
     Returns the new params and a report {'restored', 'new', 'unused', 'mismatched'} of
     paths: 'new' are the fresh ones (task heads), 'mismatched' have a different shape.
-    Raises ConfigError when nothing matches, since that is never a fine-tune.
+    Raises ConfigError when nothing matches and `required`, since that is never a fine-tune.
     """
     flat = traverse_util.flatten_dict(params, sep="/")
     report = {"restored": [], "new": [], "mismatched": [],
@@ -52,16 +55,20 @@ def restore_matching(params: dict, source: dict[str, np.ndarray]) -> tuple[dict,
         else:
             flat[path] = jax.device_put(np.asarray(source[path], target.dtype), target.sharding)
             report["restored"].append(path)
-    if not report["restored"]:
+    if required and not report["restored"]:
         raise ConfigError("init.from: no parameter of the checkpoint matches this model by "
                           "name and shape")
     return traverse_util.unflatten_dict(flat, sep="/"), report
 
 
-def warm_start(params: dict, cfg: InitConfig, text_cfg: TextConfig) -> dict:
-    """Applies init.from, then init.text_from, logging what was taken."""
+def warm_start(params: dict, batch_stats: dict, cfg: InitConfig,
+               text_cfg: TextConfig) -> tuple[dict, dict]:
+    """Applies init.from (parameters, and BatchNorm statistics where both models have the
+    layer), then init.text_from, logging what was taken."""
     if cfg.from_:
-        params, report = restore_matching(params, pretrained_params(cfg.from_))
+        source = pretrained_variables(cfg.from_)
+        params, report = restore_matching(params, source["params"])
+        batch_stats, _ = restore_matching(batch_stats, source["batch_stats"], required=False)
         log.info("init.from: %d tensors restored, %d new (%s), %d of the checkpoint unused, "
                  "%d with other shapes", len(report["restored"]), len(report["new"]),
                  ", ".join(sorted({p.split("/")[0] for p in report["new"]})) or "none",
@@ -73,4 +80,4 @@ def warm_start(params: dict, cfg: InitConfig, text_cfg: TextConfig) -> dict:
         except (OSError, ValueError) as e:
             raise ConfigError(f"init.text_from: {e}") from e
         log.info("init.text_from: report encoder loaded from %s", cfg.text_from)
-    return params
+    return params, batch_stats
