@@ -28,7 +28,7 @@ demo: $(STAMP) $(DEMO_DATA)/manifest.json
 
 $(DEMO_DATA)/manifest.json: | $(STAMP)
 	$(VENV)/bin/mmjax data synthmed --patients 9000 --eval-patients 512 --image-size 32 \
-		--frames 8 --out $(DEMO_DATA)
+		--frames 8 --modalities image,video,signal,report --out $(DEMO_DATA)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile tests

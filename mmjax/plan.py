@@ -107,6 +107,20 @@ def example_batch(shapes: InputShapes, modalities, batch_size: int = 1) -> dict:
     return batch
 
 
+def _check_transformer_encoders(model_cfg: ModelConfig, modalities) -> None:
+    """The analytic FLOPs count transformer encoders; it would be silently wrong for the
+    others, so they are refused by name."""
+    unmodelled = {"model.image_encoder": "image" in modalities and model_cfg.image_encoder != "vit",
+                  "model.video.encoder": "video" in modalities
+                  and model_cfg.video.encoder != "tubelet",
+                  "data.modalities": "audio" in modalities}
+    named = [key for key, bad in unmodelled.items() if bad]
+    if named:
+        raise ConfigError(f"the planner models transformer encoders over image, video, signal "
+                          f"and report only; {', '.join(named)} choose(s) an encoder it cannot "
+                          "count yet (CNN, frame + temporal or audio)")
+
+
 def _check_modalities(modalities) -> None:
     unknown = set(modalities) - set(MODALITIES)
     if unknown:
@@ -306,6 +320,7 @@ def plan(cfg: Config, shapes: InputShapes, method: str = "all",
          include_mlm: bool = False) -> dict:
     """Parameters and training FLOPs per module of cfg.model on cfg.data.modalities."""
     modalities = tuple(cfg.data.modalities)
+    _check_transformer_encoders(cfg.model, modalities)
     return {
         "name": cfg.name,
         "modalities": modalities,

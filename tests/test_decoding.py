@@ -62,7 +62,7 @@ def _decode(search, max_len=LENGTH, **kwargs):
     model, params, _ = _model()
     run = jax.jit(lambda params, batch, eos: search(
         model, params, batch, max_len=max_len, bos_id=BOS, eos_id=eos, pad_id=PAD, **kwargs))
-    return lambda batch, eos=EOS: run(params, batch, eos)
+    return lambda batch, eos=EOS: run({"params": params}, batch, eos)
 
 
 def test_cached_steps_match_teacher_forcing():

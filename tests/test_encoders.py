@@ -70,3 +70,34 @@ def test_encoders_train_alike_on_the_mesh_and_under_pmap(tmp_path, all_modalitie
     uses_batch_norm = "norm=batch" in " ".join(ENCODERS[name])
     assert bool(jax.tree.leaves(stats[0])) == uses_batch_norm
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *stats)
+
+
+def test_batch_norm_and_audio_models_evaluate_and_export(tmp_path, all_modalities_dataset):
+    """Evaluation and export use BatchNorm's running statistics: the exported ResNet and audio
+    encoders embed held-out examples exactly as the trained model does in `mmjax eval`, and
+    audio gets retrieval metrics like any other modality."""
+    cfg = tiny_config(all_modalities_dataset)
+    for assignment in SMALL + [
+        "model.image_encoder=resnet", "model.cnn.norm=batch",
+        "data.modalities=(image,audio,report)",
+        "objectives.contrastive_pairs=(image-report,audio-report)",
+        "train.num_steps=3", "eval.evaluators=(retrieval,)", "eval.batch_size=32",
+    ]:
+        config_lib.override(cfg, assignment)
+    evals = train(cfg, tmp_path / "run", progress=False)["evals"]
+    assert set(evals["retrieval"]) == {"image-report", "audio-report"}
+    assert evals["retrieval"]["audio-report"]["num_examples"] > 20
+
+    from mmjax.eval import trained
+    from mmjax.export import export, load
+
+    ctx = trained.load(tmp_path / "run")
+    assert jax.tree.leaves(ctx.variables["batch_stats"])  # the running statistics came back
+    exported = load(export(tmp_path / "run", tmp_path / "export"))
+    batch = next(ctx.batches())
+    for modality, names in (("image", ("image",)), ("audio", ("audio", "audio_length"))):
+        want = jax.jit(lambda v, b, m=modality: ctx.model.apply(
+            v, b, method=lambda model, b: model.embed(m, model.encode(m, b)[0])))(
+            ctx.variables, {n: batch[n] for n in names})
+        got = exported.embed(modality, *(np.asarray(batch[n]) for n in names))
+        np.testing.assert_allclose(got, np.asarray(want), atol=1e-5, err_msg=modality)

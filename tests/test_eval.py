@@ -12,8 +12,8 @@ from mmjax.config import ConfigError
 from mmjax.eval import registry, trained
 from mmjax.eval.context import EvalContext
 from mmjax.report import write_report
-from mmjax.train.loop import build, open_input, train
-from mmjax.train.step import split_params
+from mmjax.train.loop import build, open_input, train, variable_shardings
+from mmjax.train.step import model_variables
 
 EVALUATORS = ("retrieval", "zeroshot", "probe", "diagnosis", "generation", "reconstruction")
 
@@ -38,10 +38,9 @@ def evaluated(tmp_path_factory, smoke_dataset):
     results = train(cfg, workdir, progress=False)["evals"]
     data = open_input(cfg)
     run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
-    params, _ = split_params(run.state.params)
-    shardings, _ = split_params(run.param_shardings)
-    untrained = EvalContext(cfg, run.model, params, shardings, run.mesh, data.tokenizer,
-                            data.label_names, 0)
+    variables = model_variables(run.state.params, run.state.batch_stats)
+    untrained = EvalContext(cfg, run.model, variables, variable_shardings(run), run.mesh,
+                            data.tokenizer, data.label_names, 0)
     return cfg, workdir, results, registry.run_all(untrained, registry.resolve(cfg))
 
 
@@ -99,7 +98,7 @@ def test_every_example_once_whatever_the_batch_size(evaluated):
     ctx = trained.load(workdir)
     small = ctx.predictions()
     ctx.cfg.eval.batch_size = 128
-    ctx = ctx.at(ctx.params, ctx.step)  # the same model, results recomputed
+    ctx = ctx.at(ctx.variables, ctx.step)  # the same model, results recomputed
     big = ctx.predictions()
     assert np.array_equal(small.index, np.arange(128)) and np.array_equal(big.index, small.index)
     np.testing.assert_allclose(small.embeddings["image"], big.embeddings["image"], atol=1e-5)

@@ -21,8 +21,8 @@ from mmjax.eval import registry, trained
 from mmjax.eval.context import EvalContext
 from mmjax.export.layout import INPUTS
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.loop import build, open_input, prepare_workdir
-from mmjax.train.step import split_params
+from mmjax.train.loop import build, open_input, prepare_workdir, variable_shardings
+from mmjax.train.step import model_variables
 
 MODALITIES = ("image", "video", "signal", "report")
 BATCH_SIZES = (2, 5)
@@ -74,10 +74,9 @@ def workdir(tmp_path_factory, all_modalities_dataset):
     checkpointer = Checkpointer(workdir / "checkpoints", 1, 1)
     checkpointer.maybe_save(run.host_state(), 1, final=True)
     checkpointer.close()
-    params, _ = split_params(run.state.params)
-    shardings, _ = split_params(run.param_shardings)
-    ctx = EvalContext(cfg, run.model, params, shardings, run.mesh, data.tokenizer,
-                      data.label_names, 1, workdir / "eval")
+    variables = model_variables(run.state.params, run.state.batch_stats)
+    ctx = EvalContext(cfg, run.model, variables, variable_shardings(run), run.mesh,
+                      data.tokenizer, data.label_names, 1, workdir / "eval")
     registry.run_all(ctx, registry.resolve(cfg))
     return workdir
 
@@ -92,10 +91,10 @@ def exported(workdir, tmp_path_factory):
 def _references(workdir):
     """Inputs of the first eval examples and the model's embeddings of them."""
     ctx = trained.load(workdir)
-    params = {"params": jax.device_get(ctx.params)}
+    variables = jax.device_get(ctx.variables)
 
     def apply(*inputs, method):  # jitted: flax run op by op takes seconds per encoder
-        return jax.jit(lambda *xs: ctx.model.apply(params, *xs, method=method))(*inputs)
+        return jax.jit(lambda *xs: ctx.model.apply(variables, *xs, method=method))(*inputs)
 
     source, transform = pipeline.open_split(ctx.cfg.data, ctx.cfg.data.eval_split,
                                             ctx.tokenizer)

@@ -6,8 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.config import ModelConfig, SignalConfig, TextConfig, VideoConfig, ViTConfig
+from mmjax.config import (
+    AudioConfig,
+    ModelConfig,
+    SignalConfig,
+    TextConfig,
+    VideoConfig,
+    ViTConfig,
+)
 from mmjax.nn.attention import MultiHeadAttention
+from mmjax.nn.audio import AudioEncoder
 from mmjax.nn.model import MultimodalModel
 
 B, SIZE, FRAMES, SAMPLES, LENGTH, VOCAB, LABELS = 3, 16, 4, 100, 12, 50, 5
@@ -114,6 +122,23 @@ def test_padding_tokens_do_not_change_the_text_embedding():
     other = dict(batch, text=batch["text"].at[:, 8:].set(7))
     a, b = apply(batch)["embeddings"]["report"], apply(other)["embeddings"]["report"]
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["spectrogram", "waveform"])
+def test_audio_after_its_length_is_ignored(encoder):
+    """Samples past `audio_length` (padding, or anything a bad reader left there) change no
+    audio embedding; a real sample does."""
+    cfg = AudioConfig(encoder=encoder, mel_bins=16, patch_size=4, width=16, depth=1,
+                      num_heads=2, mlp_dim=32, window_ms=32, hop_ms=8, waveform_patch=20)
+    encoder = AudioEncoder(cfg, rate_hz=1000.0)
+    audio = jax.random.normal(jax.random.key(0), (2, 1000))
+    lengths = jnp.array([600, 1000])
+    params = jax.jit(encoder.init)(jax.random.key(1), audio, lengths)
+    encode = jax.jit(lambda x: encoder.apply(params, x, lengths)[0])
+    pooled = encode(audio)
+    garbage = encode(audio.at[0, 600:].set(5.0))
+    np.testing.assert_allclose(garbage, pooled, atol=1e-5)
+    assert np.abs(encode(audio.at[0, 300].add(3.0))[0] - pooled[0]).max() > 1e-3
 
 
 @pytest.mark.parametrize("fusion", ["late", "early", "hybrid"])

@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import tiny_config
 
@@ -69,6 +70,22 @@ def test_checkpoint_restores_identical_params(trained):
     restored = checkpointer.restore(like=state)
     checkpointer.close()
     assert int(restored.step) == cfg.train.num_steps
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoints_from_before_batch_stats_still_restore(trained, tmp_path):
+    """A state saved without the batch_stats field (mmjax before BatchNorm) restores into
+    today's state with empty statistics; every other leaf is as saved."""
+    state = trained[2]["state"]
+    old = Checkpointer(tmp_path / "old", every=1, keep=1)
+    fields = {name: getattr(state, name) for name in ("step", "params", "opt_state", "rng")}
+    old.manager.save(1, args=ocp.args.StandardSave(fields), force=True)
+    old.close()
+    checkpointer = Checkpointer(tmp_path / "old", every=1, keep=1)
+    restored = checkpointer.restore(like=state)
+    checkpointer.close()
+    assert restored.batch_stats == {}
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(a, b)
 

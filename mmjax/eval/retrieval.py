@@ -92,6 +92,6 @@ def evaluate(ctx) -> dict:
         if ctx.out_dir is not None:
             _save_examples(ctx, query, predictions.index[both], query_emb @ report_emb.T)
     if not results:
-        raise ValueError("the eval split has no example with a report and an image, video "
-                         "or signal")
+        raise ValueError("the eval split has no example with a report and an image, video, "
+                         "signal or audio")
     return results

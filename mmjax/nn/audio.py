@@ -42,6 +42,8 @@ class AudioEncoder(_TokenEncoder):
             raise ValueError("the audio encoder needs the dataset's audio_rate_hz")
         size = audio.shape[1]
         lengths = jnp.full(audio.shape[:1], size) if lengths is None else lengths
+        # Whatever follows a recording's end is silence, as an unpadded recording's STFT sees.
+        audio = jnp.where(jnp.arange(size) < lengths[:, None], audio, 0.0)
         if cfg.encoder == "spectrogram":
             x, real = self._spectrogram_patches(audio, lengths)
         else:
@@ -73,7 +75,7 @@ class AudioEncoder(_TokenEncoder):
         if not usable:
             raise ValueError(f"{audio.shape[1]} samples are fewer than one {p}-sample patch")
         samples_real = jnp.arange(audio.shape[1]) < lengths[:, None]
-        waveform = melspec.normalize(audio[..., None], samples_real)  # padding stays 0
+        waveform = melspec.normalize(audio[..., None], samples_real)
         x = PatchEmbed((p,), cfg.width, o.dtype, o.param_dtype, name="patch_embed")(
             waveform[:, :usable].astype(o.dtype))
         return x, samples_real[:, :usable:p]

@@ -1,5 +1,6 @@
 """Orbax checkpoints of the train state; the newest complete one is resumed from."""
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -33,7 +34,16 @@ class Checkpointer:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like
         )
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except ValueError:
+            if like.batch_stats:
+                raise
+            # Written before the state had BatchNorm statistics; everything else must match.
+            fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+                      if f.name != "batch_stats"}
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(fields))
+            return TrainState(**restored, batch_stats={})
 
     def maybe_save(self, state: TrainState, step: int, final: bool = False) -> bool:
         """Saves on the schedule, or when `final`; a step is never written twice."""
