@@ -64,7 +64,7 @@ def test_data_synthmed_then_inspect(tmp_path, capsys):
     assert "train 32, eval 8" in capsys.readouterr().out
     assert main(["data", "inspect", str(out)]) == 0
     printed = capsys.readouterr().out
-    for expected in ("train: 32 records", "eval: 8 records", "video", "signal",
+    for expected in ("train: 32 records", "eval: 8 records", "video", "signal", "audio",
                      "label cardiomegaly", "examples.png"):
         assert expected in printed
     assert (out / "examples.png").stat().st_size > 10_000

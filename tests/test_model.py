@@ -16,6 +16,7 @@ from mmjax.config import (
 )
 from mmjax.nn.attention import MultiHeadAttention
 from mmjax.nn.audio import AudioEncoder
+from mmjax.nn.encoders import VideoEncoder
 from mmjax.nn.model import MultimodalModel
 
 B, SIZE, FRAMES, SAMPLES, LENGTH, VOCAB, LABELS = 3, 16, 4, 100, 12, 50, 5
@@ -122,6 +123,20 @@ def test_padding_tokens_do_not_change_the_text_embedding():
     other = dict(batch, text=batch["text"].at[:, 8:].set(7))
     a, b = apply(batch)["embeddings"]["report"], apply(other)["embeddings"]["report"]
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["joint", "factorised"])
+def test_padded_frames_do_not_change_the_tubelet_embedding(attention):
+    cfg = VideoConfig(tubelet_frames=2, patch_size=4, width=16, depth=1, num_heads=2,
+                      mlp_dim=32, attention=attention)
+    encoder = VideoEncoder(cfg)
+    video = jax.random.normal(jax.random.key(0), (2, 8, 8, 8, 1))
+    frame_mask = jnp.arange(8)[None] < jnp.array([[4], [8]])
+    params = jax.jit(encoder.init)(jax.random.key(1), video, frame_mask)
+    encode = jax.jit(lambda v: encoder.apply(params, v, frame_mask)[0])
+    pooled = encode(video)
+    np.testing.assert_allclose(encode(video.at[0, 4:].set(9.0)), pooled, atol=1e-5)
+    assert np.abs(encode(video.at[0, 1].add(3.0))[0] - pooled[0]).max() > 1e-3
 
 
 @pytest.mark.parametrize("encoder", ["spectrogram", "waveform"])

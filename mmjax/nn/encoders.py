@@ -138,33 +138,45 @@ class TextEncoder(_TokenEncoder):
 
 
 class VideoEncoder(_TokenEncoder):
-    """Tubelets of [B, T, H, W, C] clips; joint space-time or factorised attention."""
+    """Tubelets of [B, T, H, W, C] clips; joint space-time or factorised attention.
+
+    `frame_mask` [B, T] marks real frames (a prefix); tubes that start on padding are
+    never attended to nor pooled.
+    """
 
     config: VideoConfig
     options: BlockOptions = BlockOptions()
 
     @nn.compact
-    def __call__(self, video, keep=None):
+    def __call__(self, video, frame_mask=None, keep=None):
         cfg, o = self.config, self.options
         patch = (cfg.tubelet_frames, cfg.patch_size, cfg.patch_size)
         x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, name="tubelet_embed")(video)
+        times = video.shape[1] // cfg.tubelet_frames
+        real_times = None if frame_mask is None else frame_mask[:, ::cfg.tubelet_frames]
+        mask = None if real_times is None else einops.repeat(
+            real_times, "b t -> b (t s)", s=x.shape[1] // times)
         if cfg.attention == "joint":
-            return self.encode(x, cfg, o, keep=keep)
+            return self.encode(x, cfg, o, keep=keep, mask=mask)
         if cfg.attention != "factorised":
             raise ValueError(f"unknown video attention '{cfg.attention}'")
         if keep is not None:
             raise ValueError("masked (MAE) video needs joint attention: a factorised grid "
                              "cannot drop tubes")
-        batch, times = video.shape[0], video.shape[1] // cfg.tubelet_frames
+        batch = video.shape[0]
         # Spatial attention within each time step, then temporal attention per position.
         x = einops.rearrange(x, "b (t s) d -> (b t) s d", t=times)
+        space = x.shape[1]
         x = PositionEmbed(name="space_pos")(x)
         x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, o, name="spatial")(x)
         x = einops.rearrange(x, "(b t) s d -> (b s) t d", b=batch)
         x = PositionEmbed(name="time_pos")(x)
-        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, o, name="temporal")(x)
+        time_mask = None if real_times is None else einops.repeat(
+            real_times, "b t -> (b s) t", s=space)
+        x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, o, name="temporal")(
+            x, key_mask=time_mask)
         x = einops.rearrange(x, "(b s) t d -> b (t s) d", b=batch)
-        mask = jnp.ones(x.shape[:2], bool)
+        mask = jnp.ones(x.shape[:2], bool) if mask is None else mask
         return pool_tokens(x, mask, cfg.pool), x, mask
 
 

@@ -220,7 +220,7 @@ class MultimodalModel(nn.Module):
                 if present is not None:
                     frames = frames & present[:, None]
                 return encoder(video, frames)
-            return encoder(batch["video"])
+            return encoder(batch["video"], batch.get("video_mask"))
         if modality == "signal":
             return encoder(batch["signal"], batch.get("signal_leads"))
         if modality == "audio":
