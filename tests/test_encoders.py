@@ -2,12 +2,15 @@
 falls under the mesh and the pmap strategies, and the two agree step for step, BatchNorm
 statistics included (over the global batch on the mesh, psum'd over devices under pmap)."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
 
 from mmjax import config as config_lib
+from mmjax.export.layout import INPUTS
 from mmjax.train import metrics as metrics_lib
 from mmjax.train.loop import train
 
@@ -37,7 +40,8 @@ SMALL = [
     "model.audio.num_heads=2", "model.audio.mlp_dim=32", "model.audio.patch_size=4",
     "data.modalities=(image,video,audio,report)",
     "objectives.contrastive_pairs=(image-report,video-report,audio-report)",
-    "data.video_frames=4", "data.audio_seconds=1.0",
+    "data.video_frames=4", "data.audio_seconds=1.0", "eval.evaluators=(retrieval,)",
+    "eval.batch_size=32",
     # The same 32 patients every step: the loss must fall within a few steps.
     "train.batch_size=32", "data.train_fraction=0.07", "optim.warmup_steps=2",
     "optim.learning_rate=3e-3", f"train.num_steps={STEPS}", "train.log_every=1",
@@ -54,14 +58,13 @@ def test_encoders_train_alike_on_the_mesh_and_under_pmap(tmp_path, all_modalitie
     cfg = tiny_config(all_modalities_dataset)
     for assignment in SMALL + ENCODERS[name]:
         config_lib.override(cfg, assignment)
+    first = name == next(iter(ENCODERS))
     states = {}
-    # The first model's CNN kernels are also split over fsdp; the others share one mesh
-    # shape with pmap's initialisation, so it compiles once.
-    mesh_fsdp = 4 if name == next(iter(ENCODERS)) else 1
-    for strategy, fsdp in [("mesh", mesh_fsdp), ("pmap", 1)]:
-        cfg.parallel.strategy, cfg.parallel.data, cfg.parallel.fsdp = strategy, -1, fsdp
+    for strategy in ("mesh", "pmap"):
+        cfg.parallel.strategy = strategy
+        # The first model is also evaluated and exported, below.
         states[strategy] = train(cfg, tmp_path / strategy, progress=False,
-                                 evaluate=False)["state"]
+                                 evaluate=first and strategy == "mesh")["state"]
     mesh, pmap = (_losses(tmp_path / s) for s in ("mesh", "pmap"))
     assert len(mesh) == STEPS and np.isfinite(mesh).all()
     assert mesh[-1] < 0.92 * mesh[0], mesh
@@ -70,32 +73,26 @@ def test_encoders_train_alike_on_the_mesh_and_under_pmap(tmp_path, all_modalitie
     uses_batch_norm = "norm=batch" in " ".join(ENCODERS[name])
     assert bool(jax.tree.leaves(stats[0])) == uses_batch_norm
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *stats)
+    if first:
+        _check_evaluation_and_export(tmp_path / "mesh", tmp_path / "export")
 
 
-def test_batch_norm_and_audio_models_evaluate_and_export(tmp_path, all_modalities_dataset):
-    """Evaluation and export use BatchNorm's running statistics: the exported ResNet and audio
-    encoders embed held-out examples exactly as the trained model does in `mmjax eval`, and
-    audio gets retrieval metrics like any other modality."""
-    cfg = tiny_config(all_modalities_dataset)
-    for assignment in SMALL + [
-        "model.image_encoder=resnet", "model.cnn.norm=batch",
-        "data.modalities=(image,audio,report)",
-        "objectives.contrastive_pairs=(image-report,audio-report)",
-        "train.num_steps=3", "eval.evaluators=(retrieval,)", "eval.batch_size=32",
-    ]:
-        config_lib.override(cfg, assignment)
-    evals = train(cfg, tmp_path / "run", progress=False)["evals"]
-    assert set(evals["retrieval"]) == {"image-report", "audio-report"}
-    assert evals["retrieval"]["audio-report"]["num_examples"] > 20
-
+def _check_evaluation_and_export(workdir, out):
+    """Evaluation and export use BatchNorm's running statistics: the exported ResNet, frame
+    and audio encoders embed held-out examples exactly as the trained model does in
+    `mmjax eval`; audio and video get retrieval metrics like any other modality."""
     from mmjax.eval import trained
     from mmjax.export import export, load
 
-    ctx = trained.load(tmp_path / "run")
+    retrieval = json.loads((workdir / "eval" / "retrieval.json").read_text())["metrics"]
+    assert set(retrieval) == {"image-report", "video-report", "audio-report"}
+    assert retrieval["audio-report"]["num_examples"] > 20
+    ctx = trained.load(workdir)
     assert jax.tree.leaves(ctx.variables["batch_stats"])  # the running statistics came back
-    exported = load(export(tmp_path / "run", tmp_path / "export"))
+    exported = load(export(workdir, out))
     batch = next(ctx.batches())
-    for modality, names in (("image", ("image",)), ("audio", ("audio", "audio_length"))):
+    for modality in ("image", "video", "audio"):
+        names = INPUTS[modality]
         want = jax.jit(lambda v, b, m=modality: ctx.model.apply(
             v, b, method=lambda model, b: model.embed(m, model.encode(m, b)[0])))(
             ctx.variables, {n: batch[n] for n in names})
