@@ -345,7 +345,7 @@ def _eval_panels(rows: list[dict], keys: list[str]) -> dict[str, list[str]]:
     panels = {}
     for key in keys:
         parent, leaf = key.rsplit("/", 1)
-        if leaf in ("num_examples", "num_labelled") or "/chance/" in key:
+        if leaf in ("num_examples", "num_labelled", "num_without_inputs") or "/chance/" in key:
             continue
         values = _series(rows, key)[1]
         fractions = all(0 <= v <= 1 for v in values)

@@ -19,17 +19,21 @@ def evaluate(ctx) -> dict:
     predictions = ctx.predictions()
     if predictions.diagnosis is None:
         raise ConfigError("evaluator 'diagnosis': the model has no diagnosis head parameters")
-    rows = predictions.has_labels
+    # Patients with none of the model's inputs (an audio model, a patient never auscultated)
+    # have nothing to be diagnosed from: they are counted, not scored.
+    seen = np.stack(list(predictions.present.values())).any(0)
+    rows = predictions.has_labels & seen
     labels = predictions.labels[rows] > 0.5
     scores = predictions.diagnosis[rows]
     focus = focus_findings(ctx.cfg.eval.findings, ctx.label_names)
     results = {"num_examples": int(rows.sum()),
+               "num_without_inputs": int((predictions.has_labels & ~seen).sum()),
                **per_label_auc(labels, scores, ctx.label_names, focus)}
     results["accuracy"] = float(((scores > 0) == labels).mean())
     ctx.save_arrays("diagnosis.npz", labels=labels, scores=scores,
                     names=np.asarray(ctx.label_names))
-    if ctx.cfg.objectives.risk and predictions.has_risk.any():
-        has_risk = predictions.has_risk
+    if ctx.cfg.objectives.risk and (predictions.has_risk & seen).any():
+        has_risk = predictions.has_risk & seen
         auc = roc_auc(predictions.risk[has_risk] > 0.5, predictions.risk_logit[has_risk])
         results["risk_auc"] = None if np.isnan(auc) else auc
     return results

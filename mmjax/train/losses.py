@@ -145,15 +145,17 @@ class Objectives:
                                                rngs["matching"])
         if cfg.diagnosis or cfg.risk:
             fused = module.fusion(encoded, embeddings, present)
+            # A patient with none of the model's inputs has nothing to be diagnosed from.
+            seen = jnp.stack(list(present.values())).any(0)
             if cfg.diagnosis:
                 weight = (None if self.positive_weight is None
                           else jnp.asarray(self.positive_weight, jnp.float32))
                 terms["diagnosis"] = supervised.diagnosis_loss(
-                    module.diagnosis(fused), batch["labels"], batch["has_labels"],
+                    module.diagnosis(fused), batch["labels"], batch["has_labels"] & seen,
                     cfg.diagnosis_loss, weight, cfg.focal_gamma)
             if cfg.risk:
                 terms["risk"] = supervised.risk_loss(module.risk(fused)[:, 0], batch["risk"],
-                                                     batch["has_risk"])
+                                                     batch["has_risk"] & seen)
         return {"embeddings": embeddings, "present": present, "scale": module.scale(),
                 "bias": module.logit_bias, "terms": terms}
 
