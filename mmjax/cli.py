@@ -28,6 +28,7 @@ def _train(args: argparse.Namespace) -> int:
     from mmjax.train.loop import train
 
     cfg = config_lib.load(args.config, args.overrides)
+    _join(args)
     _enable_compilation_cache()
     result = train(cfg, args.workdir, progress=not args.no_progress, stop_at=args.stop_at)
     print(f"step {result['step']} of {cfg.train.num_steps}: workdir {args.workdir}")
@@ -45,6 +46,7 @@ def _eval(args: argparse.Namespace) -> int:
     from mmjax.eval import registry, trained
     from mmjax.eval.summary import format_results
 
+    _join(args)
     _enable_compilation_cache()
     ctx = trained.load(args.workdir, args.step, args.data, eval_overrides=args.overrides)
     names = args.evals.split(",") if args.evals else None
@@ -54,6 +56,23 @@ def _eval(args: argparse.Namespace) -> int:
     if ctx.out_dir is not None:
         print(f"wrote {ctx.out_dir}/<evaluator>.json")
     return 0
+
+
+def _join(args: argparse.Namespace) -> None:
+    """Joins a multi-process job when the flags, MMJAX_* variables or the cluster say so."""
+    from mmjax.parallel import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def _add_distributed_flags(parser) -> None:
+    group = parser.add_argument_group(
+        "multi-process (automatic on TPU pod slices and SLURM; else all three, or the "
+        "MMJAX_COORDINATOR, MMJAX_NUM_PROCESSES, MMJAX_PROCESS_ID variables)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="process 0's address, reachable from every process")
+    group.add_argument("--num-processes", type=int, help="processes in the job")
+    group.add_argument("--process-id", type=int, help="this process, 0..N-1")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -181,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint after STEP and exit; rerunning continues from there",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_distributed_flags(train)
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", help="run evaluators on a trained workdir")
@@ -192,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="eval.KEY=VALUE", help="change an eval setting (repeatable)")
+    _add_distributed_flags(evaluate)
     evaluate.set_defaults(run=_eval)
 
     export = commands.add_parser("export", help="encoders as StableHLO + safetensors")

@@ -8,6 +8,7 @@ mask so each example is counted exactly once on any number of hosts.
 """
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,23 +220,30 @@ def _stack(examples: list[dict]) -> dict[str, np.ndarray]:
 def train_batches(source, transform, batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1,
                   fraction: float = 1.0) -> grain.MapDataset:
-    """Infinite per-host batches; element s is the batch of step s.
+    """Infinite per-host batches; element s is this host's rows of global batch s.
 
-    Only the split's first `fraction` of examples is used (the same ones on any number
-    of hosts). Each host takes every process_count-th of them, then shuffles with a new
-    permutation each epoch; `batch_size` is the per-host batch.
+    The global batches depend on (seed, step) alone, not on the number of hosts: the
+    split's first `fraction` of examples is shuffled anew each epoch and cut into batches
+    of batch_size * process_count; host i takes rows [i * batch_size, (i + 1) * batch_size)
+    of each, every example transformed with the random stream of its global position. A
+    run resumed on a different number of hosts sees the same examples in the same order.
     """
     if not 0 < fraction <= 1:
         raise ConfigError(f"data.train_fraction must be in (0, 1], got {fraction}")
     used = max(int(round(fraction * len(source))), 1)
-    dataset = grain.MapDataset.source(source)[:used][process_index::process_count]
-    if batch_size > len(dataset):
-        raise ConfigError(
-            f"per-host batch {batch_size} exceeds the {len(dataset)} examples on this host"
-        )
-    dataset = dataset.shuffle(seed=seed).repeat()
-    dataset = dataset.random_map(lambda record, rng: transform(record, rng), seed=seed)
-    return dataset.batch(batch_size, drop_remainder=True, batch_fn=_stack)
+    global_size = batch_size * process_count
+    if global_size > used:
+        raise ConfigError(f"global batch {global_size} ({process_count} hosts × {batch_size}) "
+                          f"exceeds the {used} training examples")
+    examples = grain.MapDataset.source(source)[:used].shuffle(seed=seed).repeat()
+    examples = examples.random_map(lambda record, rng: transform(record, rng), seed=seed)
+    offset = process_index * batch_size
+
+    def global_position(n: int) -> int:  # the host's n-th example
+        return n // batch_size * global_size + offset + n % batch_size
+
+    mine = grain.MapDataset.range(sys.maxsize).map(lambda n: examples[global_position(n)])
+    return mine.batch(batch_size, drop_remainder=True, batch_fn=_stack)
 
 
 def eval_batches(source, transform, batch_size: int,

@@ -57,7 +57,8 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
                 f"workdir {workdir} was trained with a different config for "
                 f"{', '.join(changed)}; use a new --workdir"
             )
-    config_lib.save(cfg, path)
+    if jax.process_index() == 0:  # the workdir is shared by every process of a job
+        config_lib.save(cfg, path)
 
 
 @dataclasses.dataclass
@@ -330,7 +331,8 @@ def train(
     last_metrics, preempted = {}, False
     inputs = pipeline.iterate(data.batches, start, cfg.data.workers)
     data_wait = 0.0
-    with (tqdm(total=num_steps, initial=start, desc="train", disable=not progress) as bar,
+    with (tqdm(total=num_steps, initial=start, desc="train",
+               disable=not (progress and is_writer)) as bar,
           _Preemption() as preemption):
         for step in range(start, end):
             wait_start = time.perf_counter()
