@@ -26,14 +26,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(dataset, workdir, devices: int, *extra: str) -> subprocess.Popen:
+def _mmjax(devices: int, *args: str) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.Popen([sys.executable, "-m", "mmjax.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _train(dataset, workdir, devices: int, *extra: str) -> subprocess.Popen:
     overrides = [arg for s in [f"data.path={dataset}", *SETTINGS] for arg in ("--set", s)]
-    return subprocess.Popen(
-        [sys.executable, "-m", "mmjax.cli", "train", "--config", str(SMOKE_CONFIG),
-         "--workdir", str(workdir), "--no-progress", *overrides, *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return _mmjax(devices, "train", "--config", str(SMOKE_CONFIG), "--workdir", str(workdir),
+                  "--no-progress", *overrides, *extra)
+
+
+def _join(i: int, coordinator: str) -> tuple[str, ...]:
+    return ("--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i))
 
 
 def _finish(process: subprocess.Popen, timeout: int = 600) -> str:
@@ -50,8 +57,7 @@ def _losses(workdir) -> list[float]:
 def test_two_processes_then_one_with_a_resharded_checkpoint(tmp_path, smoke_dataset):
     coordinator = f"127.0.0.1:{_free_port()}"
     workers = [_train(smoke_dataset, tmp_path / "run", 2, "--stop-at", str(STOP),
-                      "--coordinator", coordinator, "--num-processes", "2",
-                      "--process-id", str(i)) for i in range(2)]
+                      *_join(i, coordinator)) for i in range(2)]
     outputs = [_finish(w) for w in workers]
     for i, out in enumerate(outputs):
         assert f"process {i} of 2: 2 local devices of 4" in out
@@ -66,6 +72,15 @@ def test_two_processes_then_one_with_a_resharded_checkpoint(tmp_path, smoke_data
     np.testing.assert_allclose(_losses(tmp_path / "run"), _losses(tmp_path / "reference"),
                                rtol=1e-5)
     assert len(_losses(tmp_path / "reference")) == STEPS
+
+    # Two processes evaluate the trained run as one did: each example once, gathered.
+    retrieval = tmp_path / "run" / "eval" / "retrieval.json"
+    single = json.loads(retrieval.read_text())
+    coordinator = f"127.0.0.1:{_free_port()}"
+    for evaluator in [_mmjax(2, "eval", "--workdir", str(tmp_path / "run"),
+                             *_join(i, coordinator)) for i in range(2)]:
+        _finish(evaluator)
+    assert json.loads(retrieval.read_text()) == single
 
 
 def test_joining_needs_all_three_settings_and_detects_clusters():

@@ -6,32 +6,16 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.eval.context import EvalContext
 from mmjax.parallel.mesh import make_mesh, replicated
+from mmjax.train.checkpoint import place, read_fields
 from mmjax.train.loop import define_model
 from mmjax.train.step import model_variables, split_params
 
 log = logging.getLogger(__name__)
-
-
-def read_variables(checkpoints: Path, step: int | None = None) -> tuple[dict, dict, int]:
-    """(parameters, BatchNorm statistics ({} without), step) as host arrays, of checkpoint
-    `step` (default the newest)."""
-    if not checkpoints.is_dir():
-        raise config_lib.ConfigError(f"no checkpoints in {checkpoints.parent} "
-                                     f"(expected {checkpoints}/<step>/)")
-    with ocp.CheckpointManager(checkpoints.absolute()) as manager:
-        steps = manager.all_steps()
-        step = manager.latest_step() if step is None else step
-        if step not in steps:
-            raise config_lib.ConfigError(f"no checkpoint of step {step} in {checkpoints}; "
-                                         f"it has {sorted(steps) or 'none'}")
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
-    return restored["params"], restored.get("batch_stats") or {}, step
 
 
 def load(workdir: str | Path, step: int | None = None, data_path: str | None = None,
@@ -67,15 +51,22 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
     model, _, _, shardings = define_model(cfg, tokenizer, example, len(label_names), mesh,
                                           None if prevalence is None else np.asarray(prevalence),
                                           transform.audio_rate_hz)
-    stored, batch_stats, step = read_variables(workdir / "checkpoints", step)
-    variables = model_variables(stored, batch_stats)
+    checkpoints = workdir / "checkpoints"
+    if not checkpoints.is_dir():
+        raise config_lib.ConfigError(f"no checkpoints in {workdir} (expected "
+                                     f"{checkpoints}/<step>/)")
+    try:
+        stored, step = read_fields(checkpoints, ("params", "batch_stats"), step)
+    except FileNotFoundError as e:
+        raise config_lib.ConfigError(str(e)) from None
+    variables = model_variables(stored["params"], stored.get("batch_stats", {}))
     shardings = {"params": split_params(shardings)[0],
-                 **({"batch_stats": replicated(mesh)} if batch_stats else {})}
+                 **({"batch_stats": replicated(mesh)} if "batch_stats" in variables else {})}
     if jax.tree_util.tree_structure(variables["params"]) != \
             jax.tree_util.tree_structure(shardings["params"]):
         raise config_lib.ConfigError(f"the checkpoint of step {step} in {workdir} does not fit "
                                      "the model its config.json describes")
-    variables = jax.device_put(jax.tree.map(np.asarray, variables), shardings)
+    variables = place(variables, shardings)
     log.info("loaded step %d of %s", step, workdir)
     out_dir = workdir / "eval" if jax.process_index() == 0 else None
     return EvalContext(cfg, model, variables, shardings, mesh, tokenizer, label_names, step,

@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax.train.state import TrainState
@@ -55,3 +56,36 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def read_fields(directory: str | Path, fields: tuple[str, ...], step: int | None = None
+                ) -> tuple[dict, int]:
+    """({field: host arrays}, step) of the saved TrainState fields named (e.g. 'params',
+    'batch_stats'), from checkpoint `step` (default the newest); fields the checkpoint lacks
+    are left out. Each process reads whole arrays onto its first local device, whatever
+    mesh wrote them, and the optimizer state is never read: what evaluation, export and
+    init.from need, on any number of processes."""
+    directory = Path(directory).absolute()
+    with ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler()) as manager:
+        step = manager.latest_step() if step is None else step
+        if step not in manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; it has "
+                                    f"{sorted(manager.all_steps()) or 'none'}")
+        saved = manager.item_metadata(step).tree
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = {name: jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), saved[name])
+            for name in fields if name in saved}
+        restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
+    return jax.tree.map(np.asarray, restored), step
+
+
+def place(tree, shardings):
+    """Host arrays, the same on every process, as global arrays laid out by `shardings`
+    (a tree or a prefix of it); each process supplies only its own devices' pieces."""
+    def put(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return jax.tree.map(put, tree, shardings)

@@ -4,13 +4,12 @@ by parameter path) or a BERT-style text checkpoint (`init.text_from`)."""
 import logging
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from mmjax.config import ConfigError, InitConfig, TextConfig
 from mmjax.nn import pretrained
+from mmjax.train.checkpoint import place, read_fields
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +27,7 @@ def pretrained_variables(source: str | Path) -> dict[str, dict[str, np.ndarray]]
     """The parameters and BatchNorm statistics ({} without) of the newest checkpoint under
     `source`, each flat by 'a/b/c' path."""
     directory = _checkpoint_dir(Path(source))
-    with ocp.CheckpointManager(directory.absolute()) as manager:
-        step = manager.latest_step()
-        restored = manager.restore(step, args=ocp.args.StandardRestore())
+    restored, step = read_fields(directory, ("params", "batch_stats"))
     log.info("init.from: read step %d of %s", step, directory)
     return {collection: traverse_util.flatten_dict(restored.get(collection) or {}, sep="/")
             for collection in ("params", "batch_stats")}
@@ -53,7 +50,7 @@ def restore_matching(params: dict, source: dict[str, np.ndarray],
         elif np.shape(source[path]) != target.shape:
             report["mismatched"].append(path)
         else:
-            flat[path] = jax.device_put(np.asarray(source[path], target.dtype), target.sharding)
+            flat[path] = place(np.asarray(source[path], target.dtype), target.sharding)
             report["restored"].append(path)
     if required and not report["restored"]:
         raise ConfigError("init.from: no parameter of the checkpoint matches this model by "
