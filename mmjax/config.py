@@ -300,6 +300,19 @@ class Config:
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
 
+URL_SCHEMES = ("gs://", "s3://", "http://", "https://")
+
+
+def local_path(path: str | Path, what: str) -> Path:
+    """A filesystem path; bucket URLs are refused by name rather than mangled by pathlib
+    (which turns gs://b/x into gs:/b/x). Mount the bucket (gcsfuse, s3fs) instead."""
+    text = str(path)
+    if text.startswith(URL_SCHEMES):
+        raise ConfigError(f"{what} {text}: bucket URLs are not supported yet; mount the bucket "
+                          "(e.g. gcsfuse at /gcs/BUCKET) and pass the mounted path")
+    return Path(text)
+
+
 def _key(attribute: str) -> str:
     """The config key of a field: `from_` is spelt `init.from` (a Python keyword)."""
     stripped = attribute.removesuffix("_")

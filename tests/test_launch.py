@@ -10,7 +10,7 @@ from conftest import REPO
 
 TPU = [sys.executable, str(REPO / "tools" / "launch_tpu.py"), "--dry-run", "--name", "clip",
        "--zone", "us-central2-b", "--accelerator", "v4-32", "--config",
-       "experiments/smoke_cpu.py", "--workdir", "gs://bucket/runs/clip",
+       "experiments/smoke_cpu.py", "--workdir", "/gcs/bucket/runs/clip",
        "--set", "train.num_steps=10", "--set", "eval.normal_prompts=Normal chest, no change"]
 
 
@@ -34,7 +34,7 @@ def test_tpu_launch_creates_installs_trains_on_every_worker_and_deletes():
     assert "pip install" in install[-1] and "jax[tpu]" in install[-1]
     remote = shlex.split(train[-1].split("&& ", 1)[1])
     assert remote[:6] == ["mmjax", "train", "--config", "experiments/smoke_cpu.py",
-                          "--workdir", "gs://bucket/runs/clip"]
+                          "--workdir", "/gcs/bucket/runs/clip"]
     assert remote[-2:] == ["--set", "eval.normal_prompts=Normal chest, no change"]
     assert delete[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "delete"]
 

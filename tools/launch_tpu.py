@@ -4,11 +4,12 @@ resource that waits for capacity), install this checkout on every worker, train 
 stream the logs, then delete the slice.
 
   python tools/launch_tpu.py --name clip-b16 --zone us-central2-b --accelerator v4-32 \\
-      --config experiments/pod_clip_b16_v4_32.py --workdir gs://BUCKET/runs/clip-b16 \\
+      --config experiments/synthmed_pretrain.py --workdir /gcs/BUCKET/runs/clip-b16 \\
       [--set train.num_steps=1000] [--queued] [--spot] [--keep] [--dry-run]
 
---dry-run prints every command and runs none. The workdir and data must be on a bucket
-(gs://...) that every worker reads and writes.
+--dry-run prints every command and runs none. The workdir and data must be on storage
+every worker reads and writes: a bucket mounted at the same path on each (gcsfuse; mmjax
+refuses gs:// URLs rather than mangle them) or a Filestore share.
 """
 
 import argparse
@@ -106,7 +107,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--accelerator", required=True, help="e.g. v4-32, v5p-64, v6e-16")
     parser.add_argument("--version", default="", help="TPU runtime (default: by generation)")
     parser.add_argument("--config", required=True, help="experiment file, relative to the repo")
-    parser.add_argument("--workdir", required=True, help="gs://... shared by every worker")
+    parser.add_argument("--workdir", required=True,
+                        help="a path every worker shares (a mounted bucket, Filestore)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE")
     parser.add_argument("--queued", action="store_true",

@@ -23,7 +23,7 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
     """The workdir's model at checkpoint `step` (newest by default), ready to evaluate on
     its own held-out split or on the dataset at `data_path`, whose label set must match.
     `eval_overrides` ('eval.key=value') change how it is evaluated, nothing else."""
-    workdir = Path(workdir)
+    workdir = config_lib.local_path(workdir, "--workdir")
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise config_lib.ConfigError(f"{workdir} is not a training workdir: no config.json")

@@ -282,7 +282,8 @@ def train(
     evaluator (None when stopped early or not evaluated), whether it was preempted, and
     the state.
     """
-    workdir = Path(workdir)
+    workdir = config_lib.local_path(workdir, "--workdir")
+    config_lib.local_path(cfg.data.path, "data.path")
     evaluators = registry.resolve(cfg) if evaluate else []  # a bad name fails before work
     prepare_workdir(cfg, workdir)
 
