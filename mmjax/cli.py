@@ -175,11 +175,16 @@ def _add_data_commands(commands) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import jax
+
     from mmjax import config as config_lib
-    from mmjax.plan import format_plan, input_shapes, plan
+    from mmjax.plan import format_memory, format_plan, input_shapes, plan, weight_memory
 
     cfg = config_lib.load(args.config, args.overrides)
-    print(format_plan(plan(cfg, input_shapes(cfg), method=args.method, include_mlm=args.mlm)))
+    shapes = input_shapes(cfg)
+    print(format_plan(plan(cfg, shapes, method=args.method, include_mlm=args.mlm)))
+    devices = args.devices or jax.device_count()
+    print(format_memory(weight_memory(cfg, shapes, devices, method=args.method)))
     return 0
 
 
@@ -236,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--method", default="contrastive", choices=("contrastive", "all"),
                       help="what the model computes: contrastive training or every head")
     plan.add_argument("--mlm", action="store_true", help="count the MLM head's vocab matmul")
+    plan.add_argument("--devices", type=int, default=0,
+                      help="devices the mesh spans (default: those of this machine)")
     plan.set_defaults(run=_plan)
     return parser
 

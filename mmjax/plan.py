@@ -20,6 +20,8 @@ from mmjax.config import Config, ConfigError, ModelConfig
 from mmjax.data import pipeline, schema, shards
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.nn.model import MODALITIES, MultimodalModel
+from mmjax.parallel import rules
+from mmjax.parallel.mesh import MESH_AXES, mesh_shape
 
 # A training step runs the forward once and the backward (gradients with respect to
 # activations and to weights, a forward's worth of matmuls each) once.
@@ -311,6 +313,53 @@ def compiled_flops(model_cfg: ModelConfig, shapes: InputShapes, modalities,
     model, batch, params = _abstract(model_cfg, shapes, modalities, method)
     forward = jax.jit(lambda p, b: model.apply({"params": p}, b, method=_method(method)))
     return float(forward.lower(params, batch).compile().cost_analysis()["flops"])
+
+
+# ---- Memory.
+
+UNSHARDED_FLAG_BYTES = 1 << 20  # parameters above this that every device holds are listed
+
+
+def weight_memory(cfg: Config, shapes: InputShapes, devices: int, method: str = "all",
+                  min_unsharded_bytes: int = UNSHARDED_FLAG_BYTES) -> dict:
+    """Bytes each device holds for the parameters, their gradients and Adam's two moments
+    when `devices` devices form the mesh cfg.parallel asks for, placed by the trainer's own
+    logical-axis rules (exact; nothing is allocated, no device is needed), and the
+    parameters over `min_unsharded_bytes` that every device holds whole. Frozen parameters
+    (optim.freeze) are counted with moments, so the optimizer figure is an upper bound."""
+    modalities = tuple(cfg.data.modalities)
+    model = MultimodalModel(cfg.model, shapes.vocab_size, modalities, shapes.num_labels)
+    boxed = rules.abstract_params(model, jax.random.key(0), example_batch(shapes, modalities),
+                                  _method(method))
+    mesh = jax.sharding.AbstractMesh(mesh_shape(cfg.parallel, devices), MESH_AXES)
+    shardings = rules.param_shardings(mesh, boxed)
+    leaves = jax.tree.leaves(nn.meta.unbox(boxed))
+    per_device = sum(math.prod(sharding.shard_shape(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+                     for leaf, sharding in zip(leaves, jax.tree.leaves(shardings), strict=True))
+    return {"devices": devices, "mesh": dict(mesh.shape), "params": per_device,
+            "gradients": per_device, "optimizer": 2 * per_device,
+            "total": 4 * per_device,
+            "unsharded": rules.unsharded_above(shardings, boxed, min_unsharded_bytes)}
+
+
+def _bytes(count: float) -> str:
+    for scale, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if count >= scale:
+            return f"{count / scale:.2f} {suffix}"
+    return f"{count:.0f} B"
+
+
+def format_memory(memory: dict) -> str:
+    mesh = " x ".join(f"{axis} {size}" for axis, size in memory["mesh"].items())
+    lines = [f"memory per device on {memory['devices']} devices ({mesh}), weights side:",
+             f"  parameters {_bytes(memory['params'])} + gradients "
+             f"{_bytes(memory['gradients'])} + Adam moments {_bytes(memory['optimizer'])} = "
+             f"{_bytes(memory['total'])}",
+             "  activations and contrastive logits are not modelled yet"]
+    if memory["unsharded"]:
+        lines.append(f"  held whole by every device (> {_bytes(UNSHARDED_FLAG_BYTES)}): "
+                     + ", ".join(memory["unsharded"]))
+    return "\n".join(lines)
 
 
 # ---- The plan.
