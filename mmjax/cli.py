@@ -178,13 +178,22 @@ def _plan(args: argparse.Namespace) -> int:
     import jax
 
     from mmjax import config as config_lib
-    from mmjax.plan import format_memory, format_plan, input_shapes, plan, weight_memory
+    from mmjax.plan import (
+        activation_memory,
+        format_memory,
+        format_plan,
+        input_shapes,
+        plan,
+        shape_overrides,
+        weight_memory,
+    )
 
     cfg = config_lib.load(args.config, args.overrides)
-    shapes = input_shapes(cfg)
+    shapes = input_shapes(cfg, shape_overrides(args.shapes))
     print(format_plan(plan(cfg, shapes, method=args.method, include_mlm=args.mlm)))
     devices = args.devices or jax.device_count()
-    print(format_memory(weight_memory(cfg, shapes, devices, method=args.method)))
+    print(format_memory(weight_memory(cfg, shapes, devices, method=args.method),
+                        activation_memory(cfg, shapes, devices)))
     return 0
 
 
@@ -241,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--method", default="contrastive", choices=("contrastive", "all"),
                       help="what the model computes: contrastive training or every head")
     plan.add_argument("--mlm", action="store_true", help="count the MLM head's vocab matmul")
+    plan.add_argument("--shape", dest="shapes", action="append", default=[],
+                      metavar="KEY=VALUE", help="an input size when data.path has no dataset: "
+                      "image_size, channels, frames, signal_samples, text_len, vocab_size, "
+                      "num_labels (repeatable)")
     plan.add_argument("--devices", type=int, default=0,
                       help="devices the mesh spans (default: those of this machine)")
     plan.set_defaults(run=_plan)

@@ -84,6 +84,21 @@ def _signal_samples(seconds: float, rate_hz: float | None, stored: int) -> int:
     return int(round(seconds * rate_hz))
 
 
+def shape_overrides(assignments, base: InputShapes = InputShapes()) -> InputShapes:
+    """`base` with 'key=value' sizes replaced, e.g. image_size=224 (the CLI's --shape)."""
+    sizes = {}
+    for assignment in assignments:
+        key, _, value = assignment.partition("=")
+        if key not in {f.name for f in dataclasses.fields(InputShapes)}:
+            raise ConfigError(f"--shape {assignment}: '{key}' is not one of "
+                              f"{', '.join(f.name for f in dataclasses.fields(InputShapes))}")
+        try:
+            sizes[key] = int(value)
+        except ValueError:
+            raise ConfigError(f"--shape {assignment}: '{value}' is not an integer") from None
+    return dataclasses.replace(base, **sizes)
+
+
 def input_shapes(cfg: Config, fallback: InputShapes = InputShapes()) -> InputShapes:
     """From data.path's manifest when there is one, else `fallback` at data.max_text_len."""
     if cfg.data.path and (Path(cfg.data.path) / shards.MANIFEST).is_file():
@@ -318,6 +333,7 @@ def compiled_flops(model_cfg: ModelConfig, shapes: InputShapes, modalities,
 # ---- Memory.
 
 UNSHARDED_FLAG_BYTES = 1 << 20  # parameters above this that every device holds are listed
+UNSHARDED_SHOWN = 8
 
 
 def weight_memory(cfg: Config, shapes: InputShapes, devices: int, method: str = "all",
@@ -339,7 +355,40 @@ def weight_memory(cfg: Config, shapes: InputShapes, devices: int, method: str = 
     return {"devices": devices, "mesh": dict(mesh.shape), "params": per_device,
             "gradients": per_device, "optimizer": 2 * per_device,
             "total": 4 * per_device,
-            "unsharded": rules.unsharded_above(shardings, boxed, min_unsharded_bytes)}
+            # With data parallelism alone, every parameter is whole by design.
+            "unsharded": (rules.unsharded_above(shardings, boxed, min_unsharded_bytes)
+                          if mesh.shape["fsdp"] * mesh.shape["tensor"] > 1 else [])}
+
+
+# Values a pre-LayerNorm block keeps for its backward pass, per token: the block input, two
+# LayerNorm outputs, Q, K, V, the attention output, the residual sum (9 x width), the MLP's
+# pre- and post-GELU hidden units (2 x mlp_dim), and per head the attention logits and
+# probabilities over the keys (2 x heads x length).
+BLOCK_WIDTHS, BLOCK_MLPS, BLOCK_SCORES = 9, 2, 2
+
+
+def activation_memory(cfg: Config, shapes: InputShapes, devices: int) -> dict:
+    """Bytes of activations each device keeps for the backward pass of a training step on
+    its share of train.batch_size: per encoder, `depth` blocks of what BLOCK_* count (with
+    model.remat only each block's input, plus one block recomputed at a time), and the
+    contrastive logits of each pair (local rows x global columns, float32, with their
+    gradient). Heads, fusion and decoders are left out, so it is a lower bound."""
+    modalities = tuple(cfg.data.modalities)
+    _check_transformer_encoders(cfg.model, modalities)
+    data, fsdp, _ = mesh_shape(cfg.parallel, devices)
+    local = cfg.train.batch_size // max(cfg.train.accumulation_steps, 1) // (data * fsdp)
+    itemsize = np.dtype(cfg.model.dtype).itemsize
+    encoders = {}
+    for m in modalities:
+        enc, (length, _) = _encoder_config(cfg.model, m), token_counts(cfg.model, shapes, m)
+        block = length * (BLOCK_WIDTHS * enc.width + BLOCK_MLPS * enc.mlp_dim
+                          + BLOCK_SCORES * enc.num_heads * length)
+        kept = length * enc.width * enc.depth + block if cfg.model.remat else block * enc.depth
+        encoders[f"encoders_{m}"] = local * kept * itemsize
+    pairs = len(cfg.objectives.contrastive_pairs) if cfg.objectives.contrastive else 0
+    logits = pairs * 2 * local * cfg.train.batch_size * 4
+    return {"local_batch": local, **encoders, "contrastive_logits": logits,
+            "total": sum(encoders.values()) + logits}
 
 
 def _bytes(count: float) -> str:
@@ -349,16 +398,27 @@ def _bytes(count: float) -> str:
     return f"{count:.0f} B"
 
 
-def format_memory(memory: dict) -> str:
+def format_memory(memory: dict, activations: dict | None = None) -> str:
     mesh = " x ".join(f"{axis} {size}" for axis, size in memory["mesh"].items())
     lines = [f"memory per device on {memory['devices']} devices ({mesh}), weights side:",
              f"  parameters {_bytes(memory['params'])} + gradients "
              f"{_bytes(memory['gradients'])} + Adam moments {_bytes(memory['optimizer'])} = "
              f"{_bytes(memory['total'])}",
-             "  activations and contrastive logits are not modelled yet"]
+             ]
+    if activations:
+        parts = ", ".join(f"{k} {_bytes(v)}" for k, v in activations.items()
+                          if k not in ("local_batch", "total"))
+        lines.append(f"activations for {activations['local_batch']} examples per device: "
+                     f"{parts} = {_bytes(activations['total'])} (heads, fusion and decoders "
+                     "not counted)")
+        lines.append(f"  in all at least {_bytes(memory['total'] + activations['total'])}")
     if memory["unsharded"]:
-        lines.append(f"  held whole by every device (> {_bytes(UNSHARDED_FLAG_BYTES)}): "
-                     + ", ".join(memory["unsharded"]))
+        shown = memory["unsharded"][:UNSHARDED_SHOWN]
+        more = len(memory["unsharded"]) - len(shown)
+        lines.append(f"  {len(memory['unsharded'])} parameters over "
+                     f"{_bytes(UNSHARDED_FLAG_BYTES)} are whole on every device although the "
+                     "mesh splits parameters (no rule names their dimensions, or they do not "
+                     "divide): " + ", ".join(shown) + (f" and {more} more" if more else ""))
     return "\n".join(lines)
 
 

@@ -228,3 +228,29 @@ def test_weight_memory_per_device_matches_a_real_sharded_state(smoke_dataset):
     cfg.parallel.data, cfg.parallel.fsdp = 4, 16
     wide = plan_lib.weight_memory(cfg, shapes, 64, method="contrastive")
     assert wide["params"] < memory["params"] / 3 and wide["mesh"]["fsdp"] == 16
+
+
+def test_activation_memory_is_a_lower_bound_that_scales_like_xlas(smoke_dataset):
+    """Against XLA's buffer assignment of the compiled train step on one CPU device: the
+    planner's activations (encoder blocks and contrastive logits; heads left out) stay
+    under XLA's temporaries but within 2x of them, and grow with the batch as they do."""
+    from conftest import tiny_config
+
+    from mmjax.parallel import rules
+    from mmjax.train.loop import build, open_input
+
+    cfg = tiny_config(smoke_dataset)
+    shapes, measured = plan_lib.input_shapes(cfg), {}
+    for batch in (32, 64):
+        cfg.train.batch_size = batch
+        data = open_input(cfg)
+        run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names),
+                    jax.devices()[:1])
+        with rules.sharding_context(run.mesh):
+            compiled = run.train_step.lower(run.state, run.to_device(data.batches[0])).compile()
+        measured[batch] = (compiled.memory_analysis().temp_size_in_bytes,
+                           plan_lib.activation_memory(cfg, shapes, 1)["total"])
+    for xla, planned in measured.values():
+        assert xla / 2 < planned < xla, (xla, planned)
+    xla_growth = measured[64][0] / measured[32][0]
+    assert abs(measured[64][1] / measured[32][1] - xla_growth) < 0.15 * xla_growth
