@@ -177,7 +177,7 @@ def test_under_hybrid_fusion_the_image_changes_the_text_side():
     assert not np.allclose(a["fused"], b["fused"], atol=1e-4)
 
 
-def test_remat_changes_memory_not_results():
+def test_remat_changes_no_result():
     cfg = _config("early")
     model, variables, _ = _init(cfg, ("image", "report"))
     params = nn.meta.unbox(variables["params"])
