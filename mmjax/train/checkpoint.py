@@ -85,7 +85,10 @@ def read_fields(directory: str | Path, fields: tuple[str, ...], step: int | None
 def place(tree, shardings):
     """Host arrays, the same on every process, as global arrays laid out by `shardings`
     (a tree or a prefix of it); each process supplies only its own devices' pieces."""
-    def put(x, sharding):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-    return jax.tree.map(put, tree, shardings)
+    def put(sharding, subtree):
+        def one(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+        return jax.tree.map(one, subtree)
+    return jax.tree.map(put, shardings, tree,
+                        is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
