@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mmjax.config import ConfigError
 from mmjax.data.shards import DatasetError
+from mmjax.train.failures import CheckpointWriteError, TrainingDiverged
 
 COMPILATION_CACHE = os.environ.get(
     "MMJAX_COMPILATION_CACHE", str(Path("~/.cache/mmjax/xla").expanduser())
@@ -267,7 +268,8 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.run(args)
-    except (ConfigError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, TrainingDiverged, CheckpointWriteError,
+            FileNotFoundError) as e:
         print(f"mmjax: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,8 @@
 """Eight CPU devices for every test, set before JAX is imported, and a shared compile cache."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (
@@ -12,6 +14,7 @@ import av  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from mmjax import config as config_lib  # noqa: E402
 from mmjax.config import Config  # noqa: E402
@@ -22,6 +25,14 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 SMOKE_CONFIG = REPO / "experiments" / "smoke_cpu.py"
+
+# Property-based tests: a few dozen fixed cases in the suite; tools/fuzz.py runs the
+# "fuzz" profile (MMJAX_FUZZ_EXAMPLES random cases per test, 1000 by default).
+_HYPOTHESIS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+settings.register_profile("ci", max_examples=30, derandomize=True, **_HYPOTHESIS)
+settings.register_profile("fuzz", max_examples=int(os.environ.get("MMJAX_FUZZ_EXAMPLES", 1000)),
+                          **_HYPOTHESIS)
+settings.load_profile("ci")
 
 
 # Train and held-out patients of the image-report dataset the training tests share.
@@ -53,6 +64,30 @@ def all_modalities_dataset(tmp_path_factory) -> Path:
 def tiny_config(dataset: Path) -> Config:
     """The smoke experiment on `dataset`: trains in seconds on 2 cores and still learns."""
     return config_lib.load(SMOKE_CONFIG, [f"data.path={dataset}"])
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mmjax(devices: int, *args: str, **env: str) -> subprocess.Popen:
+    """`mmjax ARGS` in a new process with `devices` CPU devices, sharing the tests'
+    compile cache; stdout and stderr together."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "MMJAX_COMPILATION_CACHE": str(REPO / ".cache" / "xla-tests"), **env}
+    return subprocess.Popen([sys.executable, "-m", "mmjax.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def tree_digest(folder: Path) -> dict:
+    """{relative path: sha256} of every file under `folder`: equal digests, untouched files."""
+    import hashlib
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def pytest_report_header(config):

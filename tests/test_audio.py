@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.signal
 from conftest import write_av
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mmjax.data.formats import FormatError
@@ -130,9 +130,6 @@ def test_bad_files_raise_format_error_naming_the_file(tmp_path):
         read_audio(tmp_path / "missing.wav")
 
 
-@settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 @given(data=st.binary(max_size=2048), header=st.sampled_from([b"", b"RIFF\x00\x01\x00\x00WAVE"]))
 def test_fuzz_random_bytes(tmp_path, data, header):
     (tmp_path / "x.wav").write_bytes(header + data)

@@ -5,15 +5,15 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tree_digest
 
 from mmjax.cli import main
 from mmjax.config import ConfigError
 from mmjax.eval import registry, trained
 from mmjax.eval.context import EvalContext
 from mmjax.report import write_report
-from mmjax.train.loop import build, open_input, train, variable_shardings
-from mmjax.train.step import model_variables
+from mmjax.train.loop import build, open_input, train
+from mmjax.train.step import model_variables, variable_shardings
 
 EVALUATORS = ("retrieval", "zeroshot", "probe", "diagnosis", "generation", "reconstruction")
 
@@ -39,7 +39,8 @@ def evaluated(tmp_path_factory, smoke_dataset):
     data = open_input(cfg)
     run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
     variables = model_variables(run.state.params, run.state.batch_stats)
-    untrained = EvalContext(cfg, run.model, variables, variable_shardings(run), run.mesh,
+    shardings = variable_shardings(run.param_shardings, run.mesh, bool(run.state.batch_stats))
+    untrained = EvalContext(cfg, run.model, variables, shardings, run.mesh,
                             data.tokenizer, data.label_names, 0)
     return cfg, workdir, results, registry.run_all(untrained, registry.resolve(cfg))
 
@@ -106,7 +107,9 @@ def test_every_example_once_whatever_the_batch_size(evaluated):
 
 def test_mmjax_eval_reproduces_the_end_of_training_evals(evaluated, capsys):
     _, workdir, results, _ = evaluated
+    checkpoints = tree_digest(workdir / "checkpoints")
     assert main(["eval", "--workdir", str(workdir), "--evals", "retrieval,diagnosis"]) == 0
+    assert tree_digest(workdir / "checkpoints") == checkpoints  # evaluation only reads
     assert "held-out retrieval image-report" in capsys.readouterr().out
     for name in ("retrieval", "diagnosis"):
         written = json.loads((workdir / "eval" / f"{name}.json").read_text())
@@ -133,6 +136,16 @@ def test_eval_errors_name_the_folder_or_key(evaluated, tmp_path, capsys):
     assert "only eval.* keys" in capsys.readouterr().err
     assert main(["eval", "--workdir", str(workdir), "--step", "7"]) == 2
     assert "no checkpoint of step 7" in capsys.readouterr().err
+    # A checkpoint that does not fit its config: the first differing parameter is named.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "checkpoints").symlink_to(workdir / "checkpoints")
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["embed_dim"] = 24
+    (other / "config.json").write_text(json.dumps(config))
+    assert main(["eval", "--workdir", str(other)]) == 2
+    assert "does not fit the model its config.json describes: params/" in \
+        capsys.readouterr().err
 
 
 def test_the_report_of_an_evaluated_run_has_every_section(evaluated, tmp_path):

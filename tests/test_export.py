@@ -2,7 +2,6 @@
 batch size like the trained model; the folder carries a model card and is refused when
 it would overwrite something else."""
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tree_digest
 
 from mmjax import config as config_lib
 from mmjax import export as export_lib
@@ -21,8 +20,8 @@ from mmjax.eval import registry, trained
 from mmjax.eval.context import EvalContext
 from mmjax.export.layout import INPUTS
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.loop import build, open_input, prepare_workdir, variable_shardings
-from mmjax.train.step import model_variables
+from mmjax.train.loop import build, open_input, prepare_workdir
+from mmjax.train.step import model_variables, variable_shardings
 
 MODALITIES = ("image", "video", "signal", "report")
 BATCH_SIZES = (2, 5)
@@ -51,11 +50,6 @@ LOAD_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _hashes(directory) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, all_modalities_dataset):
     """Every encoder (video and signal shrunk) as initialised, checkpointed as a run's
@@ -75,7 +69,8 @@ def workdir(tmp_path_factory, all_modalities_dataset):
     checkpointer.maybe_save(run.host_state(), 1, final=True)
     checkpointer.close()
     variables = model_variables(run.state.params, run.state.batch_stats)
-    ctx = EvalContext(cfg, run.model, variables, variable_shardings(run), run.mesh,
+    shardings = variable_shardings(run.param_shardings, run.mesh, bool(run.state.batch_stats))
+    ctx = EvalContext(cfg, run.model, variables, shardings, run.mesh,
                       data.tokenizer, data.label_names, 1, workdir / "eval")
     registry.run_all(ctx, registry.resolve(cfg))
     return workdir
@@ -84,7 +79,7 @@ def workdir(tmp_path_factory, all_modalities_dataset):
 @pytest.fixture(scope="module")
 def exported(workdir, tmp_path_factory):
     """(export folder, the workdir's file hashes before exporting)."""
-    before = _hashes(workdir)
+    before = tree_digest(workdir)
     return export_lib.export(workdir, tmp_path_factory.mktemp("exports") / "model"), before
 
 
@@ -159,7 +154,7 @@ def test_model_card_names_data_metrics_and_limitations(exported):
 
 
 def test_workdir_is_not_modified(exported, workdir):
-    assert _hashes(workdir) == exported[1]
+    assert tree_digest(workdir) == exported[1]
 
 
 def test_errors_name_the_file_and_the_expected_shape(exported, tmp_path):
@@ -190,7 +185,7 @@ def test_only_an_empty_folder_or_a_previous_export_is_written(exported, workdir,
     previous = shutil.copytree(exported[0], tmp_path / "previous")
     (previous / "MODEL_CARD.md").write_text("stale")
     export_lib.export(workdir, previous)
-    assert _hashes(previous) == _hashes(exported[0])
+    assert tree_digest(previous) == tree_digest(exported[0])
     (previous / "notes.txt").write_text("mine")
     with pytest.raises(config_lib.ConfigError, match=r"also \['notes.txt'\]"):
         export_lib.export(workdir, previous)

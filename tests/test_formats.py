@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import wfdb
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -28,9 +28,6 @@ from mmjax.data.formats.tabular import ManifestRow, read_image, read_manifest
 from mmjax.data.formats.video import read_video
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-FUZZ = settings(
-    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
 DICOM_PREAMBLE = b"\0" * 128 + b"DICM"
 
@@ -531,14 +528,12 @@ def _read_bytes(path, data: bytes, reader):
         reader(path)
 
 
-@FUZZ
 @given(data=st.binary(max_size=2048), preamble=st.booleans())
 @pytest.mark.filterwarnings("ignore")
 def test_fuzz_dicom_random_bytes(tmp_path, data, preamble):
     _read_bytes(tmp_path / "x.dcm", DICOM_PREAMBLE + data if preamble else data, read_dicom)
 
 
-@FUZZ
 @given(
     edits=st.lists(st.tuples(st.integers(0, 1500), st.binary(min_size=1, max_size=4)), max_size=6),
     cut=st.integers(200, 40000),
@@ -551,21 +546,18 @@ def test_fuzz_dicom_damaged_ct(tmp_path, edits, cut):
     _read_bytes(tmp_path / "x.dcm", bytes(data), read_dicom)
 
 
-@FUZZ
 @given(data=st.binary(max_size=2048), header=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n"]))
 @pytest.mark.filterwarnings("ignore")
 def test_fuzz_image_random_bytes(tmp_path, data, header):
     _read_bytes(tmp_path / "x.png", header + data, read_image)
 
 
-@FUZZ
 @given(data=st.binary(max_size=1024), suffix=st.sampled_from([".npy", ".csv"]), magic=st.booleans())
 def test_fuzz_ecg_random_bytes(tmp_path, data, suffix, magic):
     (tmp_path / "x.json").write_text(json.dumps({"rate_hz": 500, "leads": ["I", "II"]}))
     _read_bytes(tmp_path / f"x{suffix}", (NPY_MAGIC if magic else b"") + data, read_ecg)
 
 
-@FUZZ
 @given(
     text=st.text(alphabet=st.sampled_from('patient_id,image\n"{}:[]\\./-1a'), max_size=200),
     suffix=st.sampled_from([".csv", ".jsonl"]),
@@ -574,7 +566,6 @@ def test_fuzz_manifest_random_text(tmp_path, text, suffix):
     _read_bytes(tmp_path / f"m{suffix}", text.encode(), read_manifest)
 
 
-@settings(FUZZ, max_examples=15)
 @given(data=st.binary(max_size=4096))
 def test_fuzz_video_random_bytes(tmp_path, data):
     _read_bytes(tmp_path / "x.mp4", data, read_video)

@@ -5,14 +5,11 @@ an uninterrupted 4-device run's: per-host batches are rows of the same global ba
 whatever the number of hosts, and the checkpoint is resharded on restore."""
 
 import json
-import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, SMOKE_CONFIG
+from conftest import SMOKE_CONFIG, free_port, start_mmjax
 
 STEPS, STOP = 6, 3
 SETTINGS = [f"train.num_steps={STEPS}", "train.log_every=1", f"train.checkpoint_every={STOP}",
@@ -20,22 +17,9 @@ SETTINGS = [f"train.num_steps={STEPS}", "train.log_every=1", f"train.checkpoint_
             "train.tensorboard=false"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mmjax(devices: int, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen([sys.executable, "-m", "mmjax.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def _train(dataset, workdir, devices: int, *extra: str) -> subprocess.Popen:
     overrides = [arg for s in [f"data.path={dataset}", *SETTINGS] for arg in ("--set", s)]
-    return _mmjax(devices, "train", "--config", str(SMOKE_CONFIG), "--workdir", str(workdir),
+    return start_mmjax(devices, "train", "--config", str(SMOKE_CONFIG), "--workdir", str(workdir),
                   "--no-progress", *overrides, *extra)
 
 
@@ -55,7 +39,7 @@ def _losses(workdir) -> list[float]:
 
 
 def test_two_processes_then_one_with_a_resharded_checkpoint(tmp_path, smoke_dataset):
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     workers = [_train(smoke_dataset, tmp_path / "run", 2, "--stop-at", str(STOP),
                       *_join(i, coordinator)) for i in range(2)]
     outputs = [_finish(w) for w in workers]
@@ -76,8 +60,8 @@ def test_two_processes_then_one_with_a_resharded_checkpoint(tmp_path, smoke_data
     # Two processes evaluate the trained run as one did: each example once, gathered.
     retrieval = tmp_path / "run" / "eval" / "retrieval.json"
     single = json.loads(retrieval.read_text())
-    coordinator = f"127.0.0.1:{_free_port()}"
-    for evaluator in [_mmjax(2, "eval", "--workdir", str(tmp_path / "run"),
+    coordinator = f"127.0.0.1:{free_port()}"
+    for evaluator in [start_mmjax(2, "eval", "--workdir", str(tmp_path / "run"),
                              *_join(i, coordinator)) for i in range(2)]:
         _finish(evaluator)
     assert json.loads(retrieval.read_text()) == single

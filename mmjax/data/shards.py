@@ -119,22 +119,9 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise DatasetError(f"{path}: manifest not found (is {directory} a mmjax dataset?)")
     try:
         data = json.loads(path.read_text())
-        version = data["schema_version"]
-        if version != schema.SCHEMA_VERSION:
-            raise DatasetError(
-                f"{path}: schema version {version} is not supported "
-                f"(this mmjax reads version {schema.SCHEMA_VERSION})"
-            )
-        splits = {
-            split: [ShardInfo(**shard) for shard in shards]
-            for split, shards in data["splits"].items()
-        }
-        manifest = Manifest(
-            name=data["name"], fields=data["fields"], label_names=data["label_names"],
-            splits=splits, attributes=data.get("attributes", {}), schema_version=version,
-        )
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: malformed manifest ({e!r})") from e
+    manifest = _manifest_from(data, path)
     for name, spec in manifest.fields.items():
         if name not in schema.FIELDS or spec.get("dtype") != schema.FIELDS[name][0]:
             raise DatasetError(f"{path}: field '{name}' with {spec} does not match the schema")
@@ -142,6 +129,45 @@ def read_manifest(directory: str | Path) -> Manifest:
         for shard in shards:
             _inside(Path(directory), shard.path, path)
     return manifest
+
+
+def _manifest_from(data: Any, path: Path) -> Manifest:
+    """The manifest `data` describes, every value's type checked: a hand-edited or damaged
+    manifest is a DatasetError naming the key, never a wrong read later."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise DatasetError(f"{path}: malformed manifest: {what}")
+
+    def is_count(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    need(isinstance(data, dict), "not a JSON object")
+    version = data.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise DatasetError(f"{path}: schema version {version} is not supported "
+                           f"(this mmjax reads version {schema.SCHEMA_VERSION})")
+    need(isinstance(data.get("name"), str), "'name' must be a string")
+    fields = data.get("fields")
+    need(isinstance(fields, dict) and all(
+        isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
+        and isinstance(spec.get("shape"), list) and all(map(is_count, spec["shape"]))
+        for spec in fields.values()), "'fields' must map names to {dtype, shape}")
+    labels = data.get("label_names")
+    need(isinstance(labels, list) and all(isinstance(x, str) for x in labels),
+         "'label_names' must be a list of strings")
+    attributes = data.get("attributes", {})
+    need(isinstance(attributes, dict), "'attributes' must be an object")
+    splits = data.get("splits")
+    need(isinstance(splits, dict), "'splits' must be an object")
+    for split, shards in splits.items():
+        need(isinstance(shards, list) and all(
+            isinstance(s, dict) and set(s) == {"path", "num_records", "sha256"}
+            and isinstance(s["path"], str) and is_count(s["num_records"])
+            and isinstance(s["sha256"], str) for s in shards),
+            f"split '{split}' must list shards of {{path, num_records, sha256}}")
+    return Manifest(name=data["name"], fields=fields, label_names=labels,
+                    splits={k: [ShardInfo(**s) for s in v] for k, v in splits.items()},
+                    attributes=attributes, schema_version=version)
 
 
 def _inside(root: Path, relative: str, manifest_path: Path) -> Path:
@@ -248,7 +274,10 @@ class ShardedSource:
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
         self.split = split
-        self._shards = self.manifest.split(split)
+        try:
+            self._shards = self.manifest.split(split)
+        except DatasetError as e:
+            raise DatasetError(f"{self.directory}: {e}") from None
         manifest_path = self.directory / MANIFEST
         self._paths = [_inside(self.directory, s.path, manifest_path) for s in self._shards]
         for shard, path in zip(self._shards, self._paths, strict=True):

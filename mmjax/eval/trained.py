@@ -6,14 +6,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import linen as nn
 
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.eval.context import EvalContext
-from mmjax.parallel.mesh import make_mesh, replicated
-from mmjax.train.checkpoint import place, read_fields
+from mmjax.parallel.mesh import make_mesh
+from mmjax.train.checkpoint import first_mismatch, place, read_fields
 from mmjax.train.loop import define_model
-from mmjax.train.step import model_variables, split_params
+from mmjax.train.step import model_variables, variable_shardings
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
 
     mesh = make_mesh(cfg.parallel, devices)
     example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
-    model, _, _, shardings = define_model(cfg, tokenizer, example, len(label_names), mesh,
-                                          None if prevalence is None else np.asarray(prevalence),
-                                          transform.audio_rate_hz)
+    model, _, init_variables, shardings = define_model(
+        cfg, tokenizer, example, len(label_names), mesh,
+        None if prevalence is None else np.asarray(prevalence), transform.audio_rate_hz)
     checkpoints = workdir / "checkpoints"
     if not checkpoints.is_dir():
         raise config_lib.ConfigError(f"no checkpoints in {workdir} (expected "
@@ -60,12 +61,11 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
     except FileNotFoundError as e:
         raise config_lib.ConfigError(str(e)) from None
     variables = model_variables(stored["params"], stored.get("batch_stats", {}))
-    shardings = {"params": split_params(shardings)[0],
-                 **({"batch_stats": replicated(mesh)} if "batch_stats" in variables else {})}
-    if jax.tree_util.tree_structure(variables["params"]) != \
-            jax.tree_util.tree_structure(shardings["params"]):
+    shardings = variable_shardings(shardings, mesh, "batch_stats" in variables)
+    expected = nn.meta.unbox(jax.eval_shape(init_variables, example)["params"])
+    if problem := first_mismatch({"params": variables["params"]}, {"params": expected}):
         raise config_lib.ConfigError(f"the checkpoint of step {step} in {workdir} does not fit "
-                                     "the model its config.json describes")
+                                     f"the model its config.json describes: {problem}")
     variables = place(variables, shardings)
     log.info("loaded step %d of %s", step, workdir)
     out_dir = workdir / "eval" if jax.process_index() == 0 else None

@@ -15,7 +15,7 @@ from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncod
 from mmjax.nn.fusion import Fusion
 from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, ReportDecoder
 from mmjax.nn.layers import dense
-from mmjax.nn.temporal import FrameVideoEncoder
+from mmjax.nn.temporal import FrameVideoEncoder, takes_valid
 from mmjax.nn.transformer import BlockOptions
 
 MODALITIES = ("image", "video", "signal", "audio", "report")
@@ -210,7 +210,7 @@ class MultimodalModel(nn.Module):
         encoder = self.encoders[modality]
         present = batch.get(f"has_{modality}")
         if modality == "image":
-            if isinstance(encoder, CNNEncoder):
+            if takes_valid(encoder):
                 return encoder(batch["image"], valid=present)
             return encoder(batch["image"])
         if modality == "video":

@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 
 ENV = {"coordinator": "MMJAX_COORDINATOR", "num_processes": "MMJAX_NUM_PROCESSES",
        "process_id": "MMJAX_PROCESS_ID"}
-# A peer that has not joined (or has died) is an error after this long, not a hang.
+# A peer that has not joined is an error after this long, not a hang.
 TIMEOUT_S = 300
+# A peer that stops answering (killed, its host lost) ends every other process after this
+# long: jax's coordination service stops the job instead of leaving it waiting in a
+# collective. MMJAX_HEARTBEAT_TIMEOUT overrides it.
+HEARTBEAT_ENV, HEARTBEAT_S = "MMJAX_HEARTBEAT_TIMEOUT", 100
 
 
 def _from_env(env, name: str, cast):
@@ -31,6 +35,13 @@ def _from_env(env, name: str, cast):
         return cast(value)
     except ValueError:
         raise ConfigError(f"{ENV[name]}={value!r} is not a valid {name}") from None
+
+
+def _heartbeat_s(env) -> int:
+    value = env.get(HEARTBEAT_ENV, "") or str(HEARTBEAT_S)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{HEARTBEAT_ENV}={value!r} is not a whole number of seconds")
+    return int(value)
 
 
 def cluster_detected(env=os.environ) -> str | None:
@@ -60,10 +71,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if not 0 <= process_id < num_processes:
             raise ConfigError(f"--process-id {process_id} is not in 0..{num_processes - 1}")
         jax.distributed.initialize(coordinator, num_processes, process_id,
-                                   initialization_timeout=timeout_s)
+                                   initialization_timeout=timeout_s,
+                                   heartbeat_timeout_seconds=_heartbeat_s(env))
     elif (cluster := cluster_detected(env)) is not None:
         log.info("joining the %s job jax detects", cluster)
-        jax.distributed.initialize(initialization_timeout=timeout_s)
+        jax.distributed.initialize(initialization_timeout=timeout_s,
+                                   heartbeat_timeout_seconds=_heartbeat_s(env))
     else:
         return False
     log.info("process %d of %d: %d local devices of %d", jax.process_index(),

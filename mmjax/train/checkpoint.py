@@ -7,7 +7,42 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax.config import ConfigError
+from mmjax.train.failures import CheckpointWriteError
 from mmjax.train.state import TrainState
+
+
+class CheckpointMismatch(ConfigError):
+    """A checkpoint whose keys or shapes differ from the model its config describes."""
+
+
+def _key_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                    for k in path)
+
+
+def first_mismatch(saved: dict, expected: dict) -> str | None:
+    """The first key, field by field in the expected order, that one tree has and the
+    other lacks or that has another shape in each; None when the trees fit."""
+    def leaves(tree):
+        return {_key_name(path): leaf.shape
+                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    for name in [*expected, *(k for k in saved if k not in expected)]:
+        if name not in saved:
+            return f"{name} is not in the checkpoint"
+        if name not in expected:
+            return f"{name} is in the checkpoint but not in the model"
+        have, want = leaves(saved[name]), leaves(expected[name])
+        for key in [*want, *(k for k in have if k not in want)]:
+            where = "/".join(filter(None, (name, key)))
+            if key not in have:
+                return f"{where} is not in the checkpoint"
+            if key not in want:
+                return f"{where} is in the checkpoint but not in the model"
+            if tuple(have[key]) != tuple(want[key]):
+                return f"{where} has shape {tuple(have[key])} in the checkpoint, " \
+                       f"{tuple(want[key])} in the model"
+    return None
 
 
 class Checkpointer:
@@ -20,8 +55,9 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, every: int, keep: int, keep_every: int = 0):
         self.every = every
+        self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            self.directory, item_handlers=ocp.StandardCheckpointHandler(),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  keep_period=keep_every or None),
         )
@@ -30,32 +66,50 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:
-        """Restores onto the shapes, dtypes and shardings of `like`."""
+        """Restores onto the shapes, dtypes and shardings of `like`; a checkpoint that does
+        not fit it is a CheckpointMismatch naming the first key that differs."""
         step = self.latest_step() if step is None else step
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like
         )
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except ValueError:
-            if like.batch_stats:
-                raise
-            # Written before the state had BatchNorm statistics; everything else must match.
-            fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
-                      if f.name != "batch_stats"}
-            restored = self.manager.restore(step, args=ocp.args.StandardRestore(fields))
-            return TrainState(**restored, batch_stats={})
+        saved = self.manager.item_metadata(step).tree
+        fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)}
+        if "batch_stats" not in saved and not like.batch_stats:
+            del fields["batch_stats"]  # written before the state had BatchNorm statistics
+        if problem := first_mismatch(saved, fields):
+            raise CheckpointMismatch(f"checkpoint step {step} in {self.directory} does not "
+                                     f"fit the model: {problem}")
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(fields))
+        return TrainState(**{"batch_stats": {}, **restored})
 
     def maybe_save(self, state: TrainState, step: int, final: bool = False) -> bool:
-        """Saves on the schedule, or when `final`; a step is never written twice."""
+        """Saves on the schedule, or when `final`; a step is never written twice. A failed
+        write (this one, or the previous one finishing in the background) is a
+        CheckpointWriteError; the newest complete checkpoint stays as it was."""
         due = final or step % self.every == 0
         if not due or step == self.latest_step():
             return False
-        return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        try:
+            saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        except Exception as e:  # noqa: BLE001 - every failure of a write is reported alike
+            raise self._write_error(e) from e
+        return saved
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise self._write_error(e) from e
+        finally:
+            self.manager.close()
+
+    def _write_error(self, cause: Exception) -> CheckpointWriteError:
+        complete = ocp.utils.checkpoint_steps(self.directory)
+        newest = f"step {max(complete)}" if complete else "none"
+        return CheckpointWriteError(
+            f"writing a checkpoint to {self.directory} failed: {cause!r}. The newest complete "
+            f"checkpoint ({newest}) is intact; fix the cause (e.g. free disk space) and rerun "
+            "to resume from it.")
 
 
 def read_fields(directory: str | Path, fields: tuple[str, ...], step: int | None = None

@@ -1,6 +1,7 @@
 """The training run, top to bottom: workdir, input, model, shard, warm start, resume,
 compile, loop (logs, checkpoints, SIGTERM), evals."""
 
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -27,10 +28,18 @@ from mmjax.parallel import rules
 from mmjax.parallel.mesh import batch_sharding, check_divisible, make_mesh, replicated
 from mmjax.train import state as state_lib
 from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.guard import NonfiniteGuard
 from mmjax.train.losses import LOG_VARIANCES, Objectives
 from mmjax.train.metrics import MetricsLog, Throughput, compiled_step_flops, peak_flops
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
-from mmjax.train.step import PMAP_AXIS, StepBuilder, as_float32, model_variables, split_params
+from mmjax.train.step import (
+    PMAP_AXIS,
+    StepBuilder,
+    as_float32,
+    model_variables,
+    split_params,
+    variable_shardings,
+)
 from mmjax.train.warm_start import warm_start
 
 # Keys that fix the checkpoint's shapes or the meaning of its inputs; a workdir keeps them.
@@ -105,14 +114,6 @@ class Run:
         if self.strategy == "pmap":
             return jax.tree.map(lambda x: x[0], self.state)
         return self.state
-
-
-def variable_shardings(run: Run) -> dict:
-    """Where evaluation keeps model_variables(): parameters as in training, BatchNorm
-    statistics replicated."""
-    stats = run.host_state().batch_stats
-    return {"params": split_params(run.param_shardings)[0],
-            **({"batch_stats": replicated(run.mesh)} if stats else {})}
 
 
 def _replicate(tree, devices):
@@ -312,9 +313,10 @@ def train(
     is_writer = jax.process_index() == 0
     metrics_log = MetricsLog(workdir / "metrics.jsonl",
                              workdir / "tensorboard" if cfg.train.tensorboard and is_writer
-                             else None)
+                             else None, resume_from=start if is_writer else None)
     evals = None
-    shardings = variable_shardings(run)
+    shardings = variable_shardings(run.param_shardings, run.mesh,
+                                   bool(run.host_state().batch_stats))
     eval_context = EvalContext(cfg, run.model, None, shardings, run.mesh, data.tokenizer,
                                data.label_names, start, workdir / "eval" if is_writer else None)
 
@@ -329,12 +331,14 @@ def train(
 
     # ---- Loop.
     throughput = Throughput()
+    guard = NonfiniteGuard(cfg.train.max_nonfinite_steps, run.strategy == "pmap")
     last_metrics, preempted = {}, False
     inputs = pipeline.iterate(data.batches, start, cfg.data.workers)
     data_wait = 0.0
     with (tqdm(total=num_steps, initial=start, desc="train",
                disable=not (progress and is_writer)) as bar,
-          _Preemption() as preemption):
+          _Preemption() as preemption,
+          contextlib.closing(checkpointer)):  # even when a step fails: the write in flight
         for step in range(start, end):
             wait_start = time.perf_counter()
             batch = run.to_device(next(inputs))
@@ -342,6 +346,7 @@ def train(
             run.state, metrics = train_step(run.state, batch)
             throughput.add(cfg.train.batch_size)
             done = step + 1
+            guard.add(done, metrics["nonfinite"])
             # Several hosts agree through a collective, so only on steps all of them log.
             if jax.process_count() == 1 or done % cfg.train.log_every == 0:
                 preempted = preemption.agreed()
@@ -349,6 +354,7 @@ def train(
                 if run.strategy == "pmap":
                     metrics = jax.tree.map(lambda x: x[0], metrics)
                 last_metrics = as_float32(metrics)
+                last_metrics["skipped_steps"] = guard.skipped
                 elapsed = throughput.elapsed()
                 last_metrics["examples_per_sec"], step_time = throughput.measure()
                 last_metrics["data_wait_fraction"] = min(data_wait / elapsed, 1.0)
@@ -369,7 +375,7 @@ def train(
                 log.warning("SIGTERM: saved the checkpoint of step %d; rerun to resume", done)
                 end = done
                 break
-    checkpointer.close()
+        guard.flush()
     if evaluators and end == num_steps and evals is None:
         evals = run_evals(end)
     metrics_log.close()

@@ -40,8 +40,15 @@ def compiled_step_flops(compiled) -> float | None:
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
+    """Appends rows to metrics.jsonl. Resuming from the checkpoint of `resume_from` first
+    drops the rows of later steps (their steps are about to run again, after a kill or a
+    preemption) and a row torn by a kill mid-write, so each step has one row."""
+
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None,
+                 resume_from: int | None = None):
         self.path = Path(path)
+        if resume_from is not None and self.path.is_file():
+            _keep_rows_until(self.path, resume_from)
         self._file = self.path.open("a")
         self._tensorboard = None
         if tensorboard_dir is not None:
@@ -61,6 +68,22 @@ class MetricsLog:
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def _keep_rows_until(path: Path, step: int) -> None:
+    """Rewrites `path` (atomically: a kill leaves the old or the new file) with the whole
+    rows of steps <= `step`."""
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last row, torn by a kill
+        if line.endswith("\n") and row.get("step", 0) <= step:
+            kept.append(line)
+    staged = path.with_suffix(".jsonl.tmp")
+    staged.write_text("".join(kept))
+    staged.replace(path)
 
 
 def read(path: str | Path) -> list[dict]:

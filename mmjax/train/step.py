@@ -31,6 +31,13 @@ def split_params(params: dict) -> tuple[dict, dict | None]:
     return model_params, params.get(LOG_VARIANCES)
 
 
+def variable_shardings(param_shardings: dict, mesh, with_batch_stats: bool) -> dict:
+    """Where model_variables() live: parameters as `param_shardings` place them (the
+    log-variances dropped), BatchNorm statistics replicated."""
+    return {"params": split_params(param_shardings)[0],
+            **({"batch_stats": replicated(mesh)} if with_batch_stats else {})}
+
+
 def model_variables(params: dict, batch_stats: dict) -> dict:
     """What model.apply evaluates with: the model's parameters and, with BatchNorm, its
     running statistics (without them in the dict, BatchNorm would be an error)."""
@@ -63,6 +70,12 @@ def _metrics(total, losses, scale, grads, schedule, state, batch) -> dict:
     return metrics
 
 
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(leaves).all() if leaves else jnp.bool_(True)
+
+
 class StepBuilder:
     """Builds the train step of one model, objective set and optimizer."""
 
@@ -87,10 +100,18 @@ class StepBuilder:
                                                                   batch_stats)
         return loss_fn
 
-    def _update(self, state: TrainState, grads, batch_stats):
+    def _update(self, state: TrainState, grads, batch_stats, total, metrics):
+        """The next state, or, when the loss, a gradient or an updated parameter is NaN or
+        Inf, the same weights one step on (metrics["nonfinite"] = 1): one bad batch or
+        overflow is skipped, not written into the weights for good."""
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state, state.rng, batch_stats)
+        finite = jnp.isfinite(total) & _all_finite((grads, params, batch_stats))
+        kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                            (params, opt_state, batch_stats),
+                            (state.params, state.opt_state, state.batch_stats))
+        metrics = {**metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
+        return TrainState(state.step + 1, kept[0], kept[1], state.rng, kept[2]), metrics
 
     # ---- mesh
 
@@ -110,7 +131,7 @@ class StepBuilder:
                 total, losses, scale, grads = self._accumulated(
                     mesh, contrastive_fn, accumulation_steps, state.params, batch, rng)
             metrics = _metrics(total, losses, scale, grads, self.schedule, state, batch)
-            return self._update(state, grads, batch_stats), metrics
+            return self._update(state, grads, batch_stats, total, metrics)
 
         return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh)),
                        out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
@@ -199,7 +220,7 @@ class StepBuilder:
             grads = jax.lax.pmean(grads, PMAP_AXIS)
             metrics = jax.lax.pmean(
                 _metrics(total, losses, scale, grads, self.schedule, state, batch), PMAP_AXIS)
-            return self._update(state, grads, batch_stats), metrics
+            return self._update(state, grads, batch_stats, total, metrics)
 
         return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)
 
