@@ -18,9 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used; the message names it."""
+from mmjax import storage
+from mmjax.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -303,19 +302,6 @@ class Config:
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
 
 
-URL_SCHEMES = ("gs://", "s3://", "http://", "https://")
-
-
-def local_path(path: str | Path, what: str) -> Path:
-    """A filesystem path; bucket URLs are refused by name rather than mangled by pathlib
-    (which turns gs://b/x into gs:/b/x). Mount the bucket (gcsfuse, s3fs) instead."""
-    text = str(path)
-    if text.startswith(URL_SCHEMES):
-        raise ConfigError(f"{what} {text}: bucket URLs are not supported yet; mount the bucket "
-                          "(e.g. gcsfuse at /gcs/BUCKET) and pass the mounted path")
-    return Path(text)
-
-
 def _key(attribute: str) -> str:
     """The config key of a field: `from_` is spelt `init.from` (a Python keyword)."""
     stripped = attribute.removesuffix("_")
@@ -458,11 +444,11 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
 
 
 def save(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    storage.path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
 def read(path: str | Path) -> Config:
-    path = Path(path)
+    path = storage.path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot state, no back
 from matplotlib.ticker import MaxNLocator
 
 from mmjax import config as config_lib
+from mmjax import storage
 from mmjax.eval.auc import roc_auc, roc_curve
 
 DPI = 90
@@ -48,6 +49,9 @@ RECONSTRUCTION_ROWS = {"original": "original", "masked": "visible patches",
 def write_report(workdirs: list[Path], out: Path | None = None) -> Path:
     """Writes the page for `workdirs` (one group of sections each, in order) to `out`,
     by default workdirs[0]/report.html, and returns its path."""
+    if buckets := [str(w) for w in workdirs if storage.is_bucket(w)]:
+        raise config_lib.ConfigError(f"{buckets[0]}: the report reads local workdirs; copy "
+                                     "it first (e.g. gcloud storage cp -r)")
     workdirs = [Path(w) for w in workdirs]
     if not workdirs:
         raise ValueError("write_report needs at least one workdir")

@@ -9,6 +9,8 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# gcsfs's experimental bucket-type lookup (gRPC) stalls 60 s against the GCS emulator.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import av  # noqa: E402
 import jax  # noqa: E402

@@ -9,7 +9,6 @@ mask so each example is counted exactly once on any number of hosts.
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
 import grain
@@ -17,6 +16,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+from mmjax import storage
 from mmjax.config import ConfigError, DataConfig
 from mmjax.data import filters, schema
 from mmjax.data import tokenizer as tokenizer_lib
@@ -191,12 +191,12 @@ def load_tokenizer(cfg: DataConfig):
             "data.path is empty: write a dataset with `mmjax data synthmed --out DIR` "
             "and pass --set data.path=DIR"
         )
-    return tokenizer_lib.load(cfg.tokenizer or Path(cfg.path) / tokenizer_lib.DATASET_FILE)
+    return tokenizer_lib.load(cfg.tokenizer or storage.path(cfg.path) / tokenizer_lib.DATASET_FILE)
 
 
 def open_source(path: str, split: str):
     """A mmjax dataset folder, or a prepared TFDS array_record dataset folder."""
-    if (Path(path) / "dataset_info.json").is_file():
+    if (storage.path(path) / "dataset_info.json").is_file():
         from mmjax.data.tfds import TfdsSource  # imports TFDS only when needed
 
         return TfdsSource(path, split)

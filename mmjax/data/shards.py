@@ -9,6 +9,7 @@ SHA-256, so a reader can refuse a dataset it would otherwise misread.
 import dataclasses
 import hashlib
 import json
+import posixpath
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import msgpack
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
+from mmjax import storage
 from mmjax.data import schema
 
 MANIFEST = "manifest.json"
@@ -114,7 +116,7 @@ def field_specs(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict]:
 
 
 def read_manifest(directory: str | Path) -> Manifest:
-    path = Path(directory) / MANIFEST
+    path = storage.path(directory) / MANIFEST
     if not path.is_file():
         raise DatasetError(f"{path}: manifest not found (is {directory} a mmjax dataset?)")
     try:
@@ -127,7 +129,7 @@ def read_manifest(directory: str | Path) -> Manifest:
             raise DatasetError(f"{path}: field '{name}' with {spec} does not match the schema")
     for shards in manifest.splits.values():
         for shard in shards:
-            _inside(Path(directory), shard.path, path)
+            _inside(storage.path(directory), shard.path, path)
     return manifest
 
 
@@ -170,10 +172,16 @@ def _manifest_from(data: Any, path: Path) -> Manifest:
                     attributes=attributes, schema_version=version)
 
 
-def _inside(root: Path, relative: str, manifest_path: Path) -> Path:
-    """Resolves a shard path, refusing any that leaves the dataset folder."""
-    resolved = (root / relative).resolve()
-    if Path(relative).is_absolute() or not resolved.is_relative_to(root.resolve()):
+def _inside(root, relative: str, manifest_path) -> Path:
+    """Resolves a shard path, refusing any that leaves the dataset folder (by `..`, an
+    absolute path or, locally, a symlink)."""
+    normal = posixpath.normpath(relative)
+    if storage.is_bucket(root):
+        resolved, leaves = root / normal, normal.startswith(("/", "../")) or normal == ".."
+    else:
+        resolved = (root / relative).resolve()
+        leaves = Path(relative).is_absolute() or not resolved.is_relative_to(root.resolve())
+    if leaves or normal == ".":
         raise DatasetError(f"{manifest_path}: shard path '{relative}' leaves the dataset folder")
     return resolved
 
@@ -271,7 +279,7 @@ class ShardedSource:
     """
 
     def __init__(self, directory: str | Path, split: str, verify: bool = True):
-        self.directory = Path(directory)
+        self.directory = storage.path(directory)
         self.manifest = read_manifest(self.directory)
         self.split = split
         try:

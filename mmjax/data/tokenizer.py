@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from mmjax import storage
+
 DATASET_FILE = "tokenizer.json"  # the tokenizer kept next to a dataset's shards
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
@@ -76,16 +78,16 @@ def save_for_dataset(directory: str | Path, reports: Sequence[str], vocab_size: 
 
 def load(path: str | Path) -> Tokenizer:
     """A saved tokenizer.json, or a BERT-family WordPiece vocab.txt (one token a line)."""
-    path = Path(path)
+    path = storage.path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
-    if path.suffix == ".txt":
-        vocab = models.WordPiece.read_file(str(path))
+    if path.suffix == ".txt":  # one token a line, as WordPiece.read_file reads it
+        vocab = {token.rstrip(): i for i, token in enumerate(path.read_text().splitlines())}
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
             raise ValueError(f"{path}: vocabulary lacks the special tokens {missing}")
         return _bert_style(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer = Tokenizer.from_str(path.read_text())
     # Shipped tokenizer.json files may pad and truncate on their own; encode() does both.
     tokenizer.no_padding()
     tokenizer.no_truncation()

@@ -189,5 +189,6 @@ class EvalContext:
     def save_arrays(self, name: str, **arrays) -> None:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(self.out_dir / name, **arrays)
+            with (self.out_dir / name).open("wb") as f:  # a local file or a bucket object
+                np.savez_compressed(f, **arrays)
 

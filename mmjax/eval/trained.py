@@ -9,6 +9,7 @@ import numpy as np
 from flax import linen as nn
 
 from mmjax import config as config_lib
+from mmjax import storage
 from mmjax.data import pipeline
 from mmjax.eval.context import EvalContext
 from mmjax.parallel.mesh import make_mesh
@@ -24,7 +25,7 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
     """The workdir's model at checkpoint `step` (newest by default), ready to evaluate on
     its own held-out split or on the dataset at `data_path`, whose label set must match.
     `eval_overrides` ('eval.key=value') change how it is evaluated, nothing else."""
-    workdir = config_lib.local_path(workdir, "--workdir")
+    workdir = storage.path(workdir, "--workdir")
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise config_lib.ConfigError(f"{workdir} is not a training workdir: no config.json")

@@ -9,10 +9,10 @@ against its negations and `eval.normal_prompts`, statements of a normal study.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 
+from mmjax import storage
 from mmjax.config import ConfigError
 from mmjax.eval.auc import focus_findings, per_label_auc
 from mmjax.eval.registry import register, requires_modalities
@@ -41,7 +41,7 @@ def load_prompts(path: str, names, normal: tuple[str, ...] = ()) -> dict:
     given = {}
     if path:
         try:
-            given = json.loads(Path(path).read_text())
+            given = json.loads(storage.path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"eval.prompts: cannot read {path}: {e}") from e
         for name, prompts in given.items():

@@ -14,6 +14,7 @@ import numpy as np
 import safetensors.numpy
 
 from mmjax import config as config_lib
+from mmjax import storage
 from mmjax.data.schema import ECG_LEADS
 from mmjax.export.card import count_params, model_card
 from mmjax.export.layout import (
@@ -37,7 +38,11 @@ def export(workdir: str | Path, out_dir: str | Path, step: int | None = None) ->
     Nothing in the workdir is written."""
     from mmjax.eval import trained  # model code: only exporting needs it, not load()
 
-    workdir, out_dir = Path(workdir), Path(out_dir).absolute()
+    workdir = storage.path(workdir, "--workdir")  # a local folder or a bucket
+    if storage.is_bucket(out_dir):
+        raise config_lib.ConfigError(f"--out {out_dir}: exports are written to a local "
+                                     "folder (then copy it, e.g. gcloud storage cp -r)")
+    out_dir = Path(out_dir).absolute()
     _check_out_dir(out_dir, workdir)
     ctx = trained.load(workdir, step)
     # Written beside out_dir and moved into place, so a failed export leaves nothing.
@@ -56,7 +61,7 @@ def export(workdir: str | Path, out_dir: str | Path, step: int | None = None) ->
 
 def _check_out_dir(out_dir: Path, workdir: Path) -> None:
     """Refuses a folder inside the workdir, or one holding anything but an export."""
-    if out_dir.resolve().is_relative_to(workdir.resolve()):
+    if not storage.is_bucket(workdir) and out_dir.resolve().is_relative_to(workdir.resolve()):
         raise config_lib.ConfigError(f"export folder {out_dir} is inside the workdir "
                                      f"{workdir}, which export never writes to")
     if not out_dir.exists():

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax import storage
 from mmjax.config import ConfigError
 from mmjax.train.failures import CheckpointWriteError
 from mmjax.train.state import TrainState
@@ -55,7 +56,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, every: int, keep: int, keep_every: int = 0):
         self.every = every
-        self.directory = Path(directory).absolute()
+        self.directory = storage.absolute(directory)
         self.manager = ocp.CheckpointManager(
             self.directory, item_handlers=ocp.StandardCheckpointHandler(),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -119,7 +120,7 @@ def read_fields(directory: str | Path, fields: tuple[str, ...], step: int | None
     are left out. Each process reads whole arrays onto its first local device, whatever
     mesh wrote them, and the optimizer state is never read: what evaluation, export and
     init.from need, on any number of processes."""
-    directory = Path(directory).absolute()
+    directory = storage.absolute(directory)
     with ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler()) as manager:
         step = manager.latest_step() if step is None else step
         if step not in manager.all_steps():

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from mmjax import config as config_lib
+from mmjax import storage
 from mmjax.data import pipeline
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.eval import registry
@@ -283,8 +284,8 @@ def train(
     evaluator (None when stopped early or not evaluated), whether it was preempted, and
     the state.
     """
-    workdir = config_lib.local_path(workdir, "--workdir")
-    config_lib.local_path(cfg.data.path, "data.path")
+    workdir = storage.path(workdir, "--workdir")
+    storage.path(cfg.data.path, "data.path")
     evaluators = registry.resolve(cfg) if evaluate else []  # a bad name fails before work
     prepare_workdir(cfg, workdir)
 
@@ -365,7 +366,8 @@ def train(
                     metrics_log.write(done, last_metrics)
                 bar.set_postfix(loss=f"{last_metrics['loss']:.3f}",
                                 ex_per_s=f"{last_metrics['examples_per_sec']:.0f}")
-            checkpointer.maybe_save(run.host_state(), done, final=done == end or preempted)
+            if checkpointer.maybe_save(run.host_state(), done, final=done == end or preempted):
+                metrics_log.flush()
             if evaluators and cfg.eval.every and done % cfg.eval.every == 0:
                 results = run_evals(done)
                 evals = results if done == num_steps else None

@@ -6,6 +6,8 @@ import re
 import time
 from pathlib import Path
 
+from mmjax import storage
+
 # Dense peak FLOP/s per device in the training dtype (bfloat16), from vendor data sheets.
 PEAK_FLOPS = {
     "TPU v4": 275e12,
@@ -46,10 +48,10 @@ class MetricsLog:
 
     def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None,
                  resume_from: int | None = None):
-        self.path = Path(path)
+        self.path = storage.path(path)
         if resume_from is not None and self.path.is_file():
             _keep_rows_until(self.path, resume_from)
-        self._file = self.path.open("a")
+        self._file = storage.AppendLog(self.path)
         self._tensorboard = None
         if tensorboard_dir is not None:
             from tensorboardX import SummaryWriter  # imported only when asked for
@@ -58,11 +60,14 @@ class MetricsLog:
 
     def write(self, step: int, metrics: dict) -> None:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
-        self._file.flush()
         if self._tensorboard is not None:
             for name, value in metrics.items():  # TensorBoard allows [\w./-] in tags
                 self._tensorboard.add_scalar(re.sub(r"[^\w./-]", "_", name), value, step)
             self._tensorboard.flush()
+
+    def flush(self) -> None:
+        """Called after each checkpoint: a resume relogs only rows after it."""
+        self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -70,9 +75,9 @@ class MetricsLog:
             self._tensorboard.close()
 
 
-def _keep_rows_until(path: Path, step: int) -> None:
-    """Rewrites `path` (atomically: a kill leaves the old or the new file) with the whole
-    rows of steps <= `step`."""
+def _keep_rows_until(path, step: int) -> None:
+    """Rewrites `path` (atomically: a kill leaves the old or the new file; a bucket object
+    is written whole anyway) with the whole rows of steps <= `step`."""
     kept = []
     for line in path.read_text().splitlines(keepends=True):
         try:
@@ -81,13 +86,16 @@ def _keep_rows_until(path: Path, step: int) -> None:
             continue  # the last row, torn by a kill
         if line.endswith("\n") and row.get("step", 0) <= step:
             kept.append(line)
+    if storage.is_bucket(path):
+        path.write_text("".join(kept))
+        return
     staged = path.with_suffix(".jsonl.tmp")
     staged.write_text("".join(kept))
     staged.replace(path)
 
 
 def read(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    return [json.loads(line) for line in storage.path(path).read_text().splitlines() if line]
 
 
 def train_rows(path: str | Path) -> list[dict]:

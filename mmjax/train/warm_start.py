@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from flax import traverse_util
 
+from mmjax import storage
 from mmjax.config import ConfigError, InitConfig, TextConfig
 from mmjax.nn import pretrained
 from mmjax.train.checkpoint import place, read_fields
@@ -26,7 +27,7 @@ def _checkpoint_dir(source: Path) -> Path:
 def pretrained_variables(source: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """The parameters and BatchNorm statistics ({} without) of the newest checkpoint under
     `source`, each flat by 'a/b/c' path."""
-    directory = _checkpoint_dir(Path(source))
+    directory = _checkpoint_dir(storage.path(source))
     restored, step = read_fields(directory, ("params", "batch_stats"))
     log.info("init.from: read step %d of %s", step, directory)
     return {collection: traverse_util.flatten_dict(restored.get(collection) or {}, sep="/")
