@@ -251,7 +251,7 @@ class TrainConfig:
     keep_checkpoint_every: int = 0  # ... and every K-th step's forever (0: none)
     tensorboard: bool = True  # also write workdir/tensorboard event files
     peak_tflops: float = 0.0  # per device, for MFU; 0 = from the device kind (CPU: unknown)
-    # A step whose loss, gradients or updated parameters are NaN/Inf is skipped (counted);
+    # A step whose loss or gradients are NaN/Inf is skipped (counted);
     # this many in a row stop the run with an error.
     max_nonfinite_steps: int = 20
 

@@ -3,7 +3,7 @@ orbax imports so the CLI can name them before importing either."""
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps with a non-finite loss, gradient or update."""
+    """Too many consecutive steps with a non-finite loss or gradient."""
 
 
 class CheckpointWriteError(OSError):
