@@ -48,6 +48,7 @@ class AppendLog:
         if self._bucket:
             self._text = self.path.read_text() if self.path.exists() else ""
             self._uploaded, self._every = time.monotonic(), upload_every_s
+            self._dirty = False  # a process that never writes never overwrites the object
         else:
             self._file = self.path.open("a")
 
@@ -57,14 +58,15 @@ class AppendLog:
             self._file.flush()
             return
         self._text += line
+        self._dirty = True
         if time.monotonic() - self._uploaded >= self._every:
             self.flush()
 
     def flush(self) -> None:
         """Makes every line written so far durable (a bucket object is rewritten)."""
-        if self._bucket:
+        if self._bucket and self._dirty:
             self.path.write_text(self._text)
-            self._uploaded = time.monotonic()
+            self._uploaded, self._dirty = time.monotonic(), False
 
     def close(self) -> None:
         self.flush()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import linen as nn
 
 from mmjax import config as config_lib
 from mmjax import storage
@@ -50,7 +49,7 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
 
     mesh = make_mesh(cfg.parallel, devices)
     example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
-    model, _, init_variables, shardings = define_model(
+    model, _, _, shardings, param_shapes = define_model(
         cfg, tokenizer, example, len(label_names), mesh,
         None if prevalence is None else np.asarray(prevalence), transform.audio_rate_hz)
     checkpoints = workdir / "checkpoints"
@@ -63,8 +62,7 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
         raise config_lib.ConfigError(str(e)) from None
     variables = model_variables(stored["params"], stored.get("batch_stats", {}))
     shardings = variable_shardings(shardings, mesh, "batch_stats" in variables)
-    expected = nn.meta.unbox(jax.eval_shape(init_variables, example)["params"])
-    if problem := first_mismatch({"params": variables["params"]}, {"params": expected}):
+    if problem := first_mismatch({"params": variables["params"]}, {"params": param_shapes}):
         raise config_lib.ConfigError(f"the checkpoint of step {step} in {workdir} does not fit "
                                      f"the model its config.json describes: {problem}")
     variables = place(variables, shardings)

@@ -127,8 +127,9 @@ def _replicate(tree, devices):
 
 def define_model(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
                  mesh: Mesh, label_prevalence=None, audio_rate_hz: float | None = None):
-    """(model, objectives, init_variables(batch), param_shardings): what the parameters
-    are and where the rules put each, before any is created."""
+    """(model, objectives, init_variables(batch), param_shardings, param_shapes): what the
+    parameters are (ShapeDtypeStructs) and where the rules put each, before any is
+    created."""
     special = tokenizer_lib.special_ids(tokenizer)
     weights = (tuple(float(w) for w in positive_weights(label_prevalence))
                if cfg.objectives.class_weights and label_prevalence is not None else None)
@@ -160,7 +161,8 @@ def define_model(cfg: config_lib.Config, tokenizer, example_batch: dict, num_lab
 
     # Outside the sharding context: flax would constrain boxed kernels mid-init.
     abstract = jax.eval_shape(init_variables, example_batch)
-    return model, objectives, init_variables, rules.param_shardings(mesh, abstract["params"])
+    return (model, objectives, init_variables, rules.param_shardings(mesh, abstract["params"]),
+            nn.meta.unbox(abstract["params"]))
 
 
 def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: int,
@@ -180,7 +182,7 @@ def build(cfg: config_lib.Config, tokenizer, example_batch: dict, num_labels: in
     check_divisible(cfg.train.batch_size // max(cfg.train.accumulation_steps, 1), mesh,
                     "train.batch_size / train.accumulation_steps")
     check_divisible(cfg.eval.batch_size, mesh, "eval.batch_size")
-    model, objectives, init_variables, param_shardings = define_model(
+    model, objectives, init_variables, param_shardings, _ = define_model(
         cfg, tokenizer, example_batch, num_labels, mesh, label_prevalence, audio_rate_hz)
     log_variances = objectives.init_log_variances()
     if log_variances is not None:
