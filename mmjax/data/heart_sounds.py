@@ -147,6 +147,81 @@ def _murmur_envelope(times, timing: BeatTiming, murmur: str) -> np.ndarray:
     return np.clip(np.minimum(times - start, end - times) / rise, 0.0, 1.0)
 
 
+def _check_recording(rate_hz: float, seconds: float, heart_rate: float,
+                     ejection_fraction: float, murmur: str) -> int:
+    """Refuses arguments `phonocardiogram` cannot record; returns its number of samples."""
+    _check_positive(rate_hz=rate_hz, seconds=seconds, heart_rate=heart_rate)
+    if rate_hz < MIN_RATE_HZ:
+        raise ValueError(f"rate_hz must be at least {MIN_RATE_HZ}, got {rate_hz}")
+    samples = round(rate_hz * seconds)
+    if samples < 1:
+        raise ValueError(f"seconds must give at least one sample at {rate_hz} Hz, got {seconds}")
+    if not 0 < ejection_fraction <= 100:
+        raise ValueError(
+            f"ejection_fraction must be a percentage in (0, 100], got {ejection_fraction}"
+        )
+    if murmur not in MURMURS:
+        raise ValueError(f"murmur must be one of {MURMURS}, got {murmur!r}")
+    return samples
+
+
+def _onsets(rng, timing: BeatTiming) -> np.ndarray:
+    """When each SOUNDS component of each beat falls: [components, beats] s."""
+    s2_split = np.interp(timing.inspiration(timing.s2), (0.0, 1.0), S2_SPLIT_S)
+    s3 = timing.s2 + rng.uniform(*S3_DELAY_S)
+    return np.stack(
+        [timing.s1, timing.s1 + rng.uniform(*S1_SPLIT_S), timing.s2, timing.s2 + s2_split, s3]
+    )
+
+
+def _levels(rng, timing: BeatTiming, s3, heart_rate: float, ejection_fraction: float,
+            murmur: str, third_sound: bool) -> np.ndarray:
+    """Peak level of each SOUNDS component of each beat, jittered: [components, beats]."""
+    s1_level = (
+        min(ejection_fraction / S1_EF_REFERENCE, 1.0)
+        * (60.0 / heart_rate / timing.preceding_rr) ** S1_CYCLE_EXPONENT
+    )
+    a2_level = rng.uniform(*A2_LEVEL)
+    stenosis = AORTIC_STENOSIS_A2 if murmur == "aortic_stenosis" else 1.0  # P2 stays
+    s3_clear = s3 + S3_CLEARANCE_S < np.append(timing.s1[1:], np.inf)
+    levels = np.stack(
+        [
+            s1_level,
+            s1_level * rng.uniform(*T1_LEVEL),
+            np.full_like(s1_level, a2_level * stenosis),
+            np.full_like(s1_level, a2_level * rng.uniform(*P2_LEVEL)),
+            rng.uniform(*S3_LEVEL) * (third_sound & s3_clear),
+        ]
+    )
+    return levels * np.exp(BEAT_JITTER * rng.standard_normal(levels.shape))
+
+
+def _place(shapes: np.ndarray, onsets, levels, rate_hz: float, samples: int) -> np.ndarray:
+    """Every sound's waveform, added in at its sample: [samples]."""
+    half = shapes.shape[1] // 2
+    starts = np.round(onsets * rate_hz).astype(int)[..., None] - half
+    index = starts + np.arange(shapes.shape[1])  # [components, beats, waveform]
+    waves = levels[..., None] * shapes[:, None]
+    inside = (index >= 0) & (index < samples)
+    return np.bincount(index[inside], waves[inside], minlength=samples)
+
+
+def _auscultated(rng, heart: np.ndarray, timing: BeatTiming, rate_hz: float,
+                 murmur: str) -> np.ndarray:
+    """The heart sounds as heard: with noise, breath sounds, inspiration's damping, a murmur."""
+    samples = len(heart)
+    times = np.arange(samples) / rate_hz
+    inspiration = timing.inspiration(times)
+    noise = rng.uniform(*NOISE_RMS) * rng.standard_normal(samples)
+    breath = rng.uniform(*BREATH_RMS) * inspiration * _band_noise(rng, samples, rate_hz, BREATH_HZ)
+    damping = rng.uniform(*INSPIRATION_DAMPING)
+    if murmur:
+        band = MURMUR_SHAPES[murmur][0]
+        envelope = rng.uniform(*MURMUR_RMS) * _murmur_envelope(times, timing, murmur)
+        heart = heart + envelope * _band_noise(rng, samples, rate_hz, band)
+    return heart * (1.0 - damping * inspiration) + noise + breath
+
+
 def phonocardiogram(
     rng: np.random.Generator,
     *,
@@ -164,61 +239,14 @@ def phonocardiogram(
     softens S1. `murmur` is one of MURMURS, `third_sound` adds an S3 gallop. The loudest sample
     is scaled to PEAK. The beats are `beat_timing(rng, ...)`, drawn first.
     """
-    _check_positive(rate_hz=rate_hz, seconds=seconds, heart_rate=heart_rate)
-    if rate_hz < MIN_RATE_HZ:
-        raise ValueError(f"rate_hz must be at least {MIN_RATE_HZ}, got {rate_hz}")
-    samples = round(rate_hz * seconds)
-    if samples < 1:
-        raise ValueError(f"seconds must give at least one sample at {rate_hz} Hz, got {seconds}")
-    if not 0 < ejection_fraction <= 100:
-        raise ValueError(
-            f"ejection_fraction must be a percentage in (0, 100], got {ejection_fraction}"
-        )
-    if murmur not in MURMURS:
-        raise ValueError(f"murmur must be one of {MURMURS}, got {murmur!r}")
+    samples = _check_recording(rate_hz, seconds, heart_rate, ejection_fraction, murmur)
     timing = beat_timing(
         rng, seconds=seconds, heart_rate=heart_rate, atrial_fibrillation=atrial_fibrillation
     )
-    times = np.arange(samples) / rate_hz
-
     shapes = _sound_shapes(rng, rate_hz)
-    half = shapes.shape[1] // 2
-    s2_split = np.interp(timing.inspiration(timing.s2), (0.0, 1.0), S2_SPLIT_S)
-    s3 = timing.s2 + rng.uniform(*S3_DELAY_S)
-    onsets = np.stack(
-        [timing.s1, timing.s1 + rng.uniform(*S1_SPLIT_S), timing.s2, timing.s2 + s2_split, s3]
-    )
-    s1_level = (
-        min(ejection_fraction / S1_EF_REFERENCE, 1.0)
-        * (60.0 / heart_rate / timing.preceding_rr) ** S1_CYCLE_EXPONENT
-    )
-    a2_level = rng.uniform(*A2_LEVEL)
-    stenosis = AORTIC_STENOSIS_A2 if murmur == "aortic_stenosis" else 1.0  # P2 stays
-    s3_clear = s3 + S3_CLEARANCE_S < np.append(timing.s1[1:], np.inf)
-    levels = np.stack(
-        [
-            s1_level,
-            s1_level * rng.uniform(*T1_LEVEL),
-            np.full_like(s1_level, a2_level * stenosis),
-            np.full_like(s1_level, a2_level * rng.uniform(*P2_LEVEL)),
-            rng.uniform(*S3_LEVEL) * (third_sound & s3_clear),
-        ]
-    )
-    levels *= np.exp(BEAT_JITTER * rng.standard_normal(levels.shape))
-    # Every sound's waveform, added in at its sample: [components, beats, waveform].
-    starts = np.round(onsets * rate_hz).astype(int)[..., None] - half
-    index = starts + np.arange(shapes.shape[1])
-    waves = levels[..., None] * shapes[:, None]
-    inside = (index >= 0) & (index < samples)
-    heart = np.bincount(index[inside], waves[inside], minlength=samples)
-
-    inspiration = timing.inspiration(times)
-    noise = rng.uniform(*NOISE_RMS) * rng.standard_normal(samples)
-    breath = rng.uniform(*BREATH_RMS) * inspiration * _band_noise(rng, samples, rate_hz, BREATH_HZ)
-    damping = rng.uniform(*INSPIRATION_DAMPING)
-    if murmur:
-        band = MURMUR_SHAPES[murmur][0]
-        envelope = rng.uniform(*MURMUR_RMS) * _murmur_envelope(times, timing, murmur)
-        heart += envelope * _band_noise(rng, samples, rate_hz, band)
-    recording = heart * (1.0 - damping * inspiration) + noise + breath
+    onsets = _onsets(rng, timing)
+    s3 = onsets[-1]  # SOUNDS ends with S3
+    levels = _levels(rng, timing, s3, heart_rate, ejection_fraction, murmur, third_sound)
+    heart = _place(shapes, onsets, levels, rate_hz, samples)
+    recording = _auscultated(rng, heart, timing, rate_hz, murmur)
     return (recording * (PEAK / np.abs(recording).max())).astype(np.float32)

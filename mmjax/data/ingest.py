@@ -215,6 +215,34 @@ def held_out(patient_id: str, eval_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
 
 
+def _read_source(src: Path, source_format: str, shapes: Shapes, tally: Tally) -> list[dict]:
+    """Every record of `src`, a manifest or a folder; `tally` counts its files and errors."""
+    if source_format not in FORMATS:
+        raise ConfigError(f"--format '{source_format}' is unknown; choose from {FORMATS}")
+    if not src.exists():
+        raise FileNotFoundError(f"source not found: {src}")
+    is_manifest = src.is_file() and src.suffix.lower() in (".csv", ".jsonl")
+    if source_format == "manifest" or (source_format == "auto" and is_manifest):
+        records = list(_from_manifest(src, shapes, tally))
+    else:
+        records = list(_from_folder(src, source_format, shapes, tally))
+    tally.records = len(records)
+    return records
+
+
+def _split(records: list[dict], label_names: list[str], eval_fraction: float) -> dict:
+    """Records into train and eval by patient, their label dicts as vectors over `label_names`."""
+    splits = {"train": [], "eval": []}
+    for record in records:
+        labels = record.pop("labels", None)
+        if label_names:
+            record["labels"] = np.array([int(bool((labels or {}).get(n, 0))) for n in label_names],
+                                        np.uint8)
+        split = "eval" if held_out(record["patient_id"], eval_fraction) else "train"
+        splits[split].append(record)
+    return splits
+
+
 def ingest(
     src: str | Path,
     out: str | Path,
@@ -230,28 +258,11 @@ def ingest(
     and its report are still written, so the failures can be inspected).
     """
     src, out = Path(src), Path(out)
-    if source_format not in FORMATS:
-        raise ConfigError(f"--format '{source_format}' is unknown; choose from {FORMATS}")
-    if not src.exists():
-        raise FileNotFoundError(f"source not found: {src}")
     tally = Tally()
-    is_manifest = src.is_file() and src.suffix.lower() in (".csv", ".jsonl")
-    if source_format == "manifest" or (source_format == "auto" and is_manifest):
-        records = list(_from_manifest(src, shapes, tally))
-    else:
-        records = list(_from_folder(src, source_format, shapes, tally))
-    tally.records = len(records)
-
+    records = _read_source(src, source_format, shapes, tally)
     label_names = sorted({name for r in records for name in r.get("labels", {})})
     modalities = [m for m in schema.MODALITIES if any(m in r for r in records)]
-    splits = {"train": [], "eval": []}
-    for record in records:
-        labels = record.pop("labels", None)
-        if label_names:
-            record["labels"] = np.array([int(bool((labels or {}).get(n, 0))) for n in label_names],
-                                        np.uint8)
-        split = "eval" if held_out(record["patient_id"], eval_fraction) else "train"
-        splits[split].append(record)
+    splits = _split(records, label_names, eval_fraction)
     reports = [r["report"] for r in splits["train"] if "report" in r]
 
     out.mkdir(parents=True, exist_ok=True)
