@@ -81,7 +81,7 @@ def _check_evaluation_and_export(workdir, out):
     """Evaluation and export use BatchNorm's running statistics: the exported ResNet, frame
     and audio encoders embed held-out examples exactly as the trained model does in
     `mmjax eval`; audio and video get retrieval metrics like any other modality."""
-    from mmjax.eval import trained
+    from mmjax import trained
     from mmjax.export import export, load
 
     retrieval = json.loads((workdir / "eval" / "retrieval.json").read_text())["metrics"]

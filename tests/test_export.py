@@ -15,13 +15,14 @@ from conftest import tiny_config, tree_digest
 
 from mmjax import config as config_lib
 from mmjax import export as export_lib
+from mmjax import trained
 from mmjax.data import pipeline
-from mmjax.eval import registry, trained
+from mmjax.eval import registry
 from mmjax.eval.context import EvalContext
 from mmjax.export.layout import INPUTS
+from mmjax.nn.build import model_variables, variable_shardings
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.loop import build, open_input, prepare_workdir
-from mmjax.train.step import model_variables, variable_shardings
+from mmjax.train.setup import build, open_input, prepare_workdir
 
 MODALITIES = ("image", "video", "signal", "report")
 BATCH_SIZES = (2, 5)
@@ -64,13 +65,13 @@ def workdir(tmp_path_factory, all_modalities_dataset):
     workdir = tmp_path_factory.mktemp("workdir")
     prepare_workdir(cfg, workdir)
     data = open_input(cfg)
-    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names), jax.devices()[:1])
+    run = build(cfg, data.define_model(cfg), data.batches[0], jax.devices()[:1])
     checkpointer = Checkpointer(workdir / "checkpoints", 1, 1)
     checkpointer.maybe_save(run.host_state(), 1, final=True)
     checkpointer.close()
     variables = model_variables(run.state.params, run.state.batch_stats)
     shardings = variable_shardings(run.param_shardings, run.mesh, bool(run.state.batch_stats))
-    ctx = EvalContext(cfg, run.model, variables, shardings, run.mesh,
+    ctx = EvalContext(cfg, run.definition.module, variables, shardings, run.mesh,
                       data.tokenizer, data.label_names, 1, workdir / "eval")
     registry.run_all(ctx, registry.resolve(cfg))
     return workdir

@@ -6,21 +6,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.objectives import masked
+from mmjax.objectives import caption, mae, mlm
 from mmjax.objectives.terms import mean
 
 VOCAB, PAD, CLS, SEP, MASK = 60, 0, 8, 9, 10
 SPECIAL = (PAD, 7, CLS, SEP, MASK)  # not contiguous, as in a loaded BERT vocabulary
 
 # Jitted, as the trainer runs them (and one compile each beats op-by-op dispatch).
-mask_tokens = jax.jit(masked.mask_tokens, static_argnums=(3, 4, 5))
-random_keep = jax.jit(masked.random_keep, static_argnums=(1, 2))
+mask_tokens = jax.jit(mlm.mask_tokens, static_argnums=(3, 4, 5))
+random_keep = jax.jit(mae.random_keep, static_argnums=(1, 2))
 
 
 def _keys(seed, n):
     return jax.random.split(jax.random.key(seed), n)
-mlm_loss, caption_loss = jax.jit(masked.mlm_loss), jax.jit(masked.caption_loss)
-mae_loss = jax.jit(masked.mae_loss, static_argnums=4)
+mlm_loss, caption_loss = jax.jit(mlm.mlm_loss), jax.jit(caption.caption_loss)
+mae_loss = jax.jit(mae.mae_loss, static_argnums=4)
 
 
 def _reports(batch=128, length=128, seed=0):
@@ -107,7 +107,7 @@ def test_random_keep_is_a_random_subset_and_its_complement():
     np.put_along_axis(visible, keep, True, axis=1)
     np.testing.assert_array_equal(hidden, ~visible)
     assert len({tuple(row) for row in keep}) > 1
-    one = jax.eval_shape(lambda keys: masked.random_keep(keys, 20, 0.99), _keys(0, 2))
+    one = jax.eval_shape(lambda keys: mae.random_keep(keys, 20, 0.99), _keys(0, 2))
     assert one[0].shape == (2, 1)
 
 

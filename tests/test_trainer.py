@@ -13,7 +13,8 @@ from flax import traverse_util
 from mmjax import config as config_lib
 from mmjax.train import metrics as metrics_lib
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.loop import build, open_input, train
+from mmjax.train.loop import train
+from mmjax.train.setup import build, open_input
 from mmjax.train.warm_start import pretrained_variables
 
 PRETRAIN = REPO / "experiments" / "synthmed_pretrain.py"
@@ -90,8 +91,7 @@ def test_finetune_restores_encoders_by_name_and_adds_heads(pretrained, tmp_path)
     cfg = _shrink(config_lib.load(FINETUNE, [f"data.path={pre_cfg.data.path}",
                                             f"init.from={pre_dir}"]), 20)
     data = open_input(cfg)
-    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names),
-                label_prevalence=data.label_prevalence)
+    run = build(cfg, data.define_model(cfg), data.batches[0])
     source = pretrained_variables(pre_dir)["params"]
     params = traverse_util.flatten_dict(run.host_state().params, sep="/")
     encoders = [p for p in params if p.startswith("encoders_")]
@@ -150,7 +150,7 @@ def test_frozen_tower_does_not_move(tmp_path, smoke_dataset):
     cfg.train.num_steps = 10
     cfg.optim.freeze = "^encoders_image/"
     data = open_input(cfg)
-    initial = build(cfg, data.tokenizer, data.batches[0], 0).host_state().params
+    initial = build(cfg, data.define_model(cfg), data.batches[0]).host_state().params
     final = train(cfg, tmp_path, progress=False, evaluate=False)["state"].params
     for a, b in zip(jax.tree.leaves(initial["encoders_image"]),
                     jax.tree.leaves(final["encoders_image"]), strict=True):
@@ -196,7 +196,7 @@ def test_fsdp_shards_parameters_and_optimizer_moments_alike(smoke_dataset):
     cfg = tiny_config(smoke_dataset)
     cfg.parallel.data, cfg.parallel.fsdp = 1, 8
     data = open_input(cfg)
-    state = build(cfg, data.tokenizer, data.batches[0], 0).state
+    state = build(cfg, data.define_model(cfg), data.batches[0]).state
     kernel = state.params["encoders_image"]["transformer"]["block_0"]["mlp"]["fc1"]["kernel"]
     assert kernel.sharding.spec[0] == "fsdp" and not kernel.sharding.is_fully_replicated
     moments = [x for x in jax.tree.leaves(state.opt_state) if x.shape == kernel.shape]

@@ -17,7 +17,7 @@ import jax
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.data.write_synthmed import write_synthmed
-from mmjax.train.loop import build, compile_step, open_input
+from mmjax.train.setup import build, open_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,9 +44,9 @@ def bench_pipeline(cfg, batches: int, workers: int) -> float:
 def bench_consumption(cfg, steps: int) -> float:
     """Examples/s the tiny config's train step consumes on this machine's devices."""
     data = open_input(cfg)
-    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
+    run = build(cfg, data.define_model(cfg), data.batches[0])
     batch = run.to_device(data.batches[0])
-    step, _ = compile_step(run, batch)
+    step, _ = run.compile(batch)
     state, metrics = step(run.state, batch)
     jax.block_until_ready(metrics)
     start = time.perf_counter()

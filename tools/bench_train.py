@@ -37,7 +37,6 @@ threads slow open_clip up to 10x, so the bench reports the share other processes
 import argparse
 import dataclasses
 import enum
-import functools
 import os
 import statistics
 import sys
@@ -45,17 +44,16 @@ import time
 import types
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import numpy as np
 
 from mmjax import config as config_lib
 from mmjax import plan
-from mmjax.nn.model import MultimodalModel
+from mmjax.nn import build as model_build
 from mmjax.nn.transformer import BlockOptions
+from mmjax.objectives.compose import Vocab
 from mmjax.parallel.mesh import batch_sharding, make_mesh, replicated
 from mmjax.train import state as state_lib
-from mmjax.train.losses import Objectives
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
 from mmjax.train.step import StepBuilder
 
@@ -101,18 +99,16 @@ def mmjax_train_step(bench: Bench, num_steps: int):
     objective, optimizer, state, mesh step, compiled ahead of time and not timed).
     Returns a blocking step()."""
     cfg = config_lib.Config(model=bench.model)
-    model = MultimodalModel(cfg.model, bench.shapes.vocab_size, MODALITIES)
-    objectives = Objectives(cfg.objectives, MODALITIES, bench.shapes.vocab_size, mask_id=0,
-                            special_ids=(), num_labels=0)
+    cfg.data.modalities = MODALITIES
+    definition = model_build.define(cfg, Vocab(bench.shapes.vocab_size), num_labels=0)
     mesh = make_mesh(cfg.parallel)
     batch = jax.device_put(synthetic_batch(bench.shapes, bench.batch_size),
                            batch_sharding(mesh))
-    init = jax.jit(functools.partial(model.init, method=model.contrastive))
-    params = nn.meta.unbox(init(jax.random.key(0), batch)["params"])
+    params, _ = definition.init(batch, definition.parameters(batch, mesh), mesh)
     tx = make_optimizer(cfg.optim, num_steps, params)
     state = state_lib.create(params, tx, seed=0)
     schedule = learning_rate_schedule(cfg.optim, num_steps)
-    train_step = StepBuilder(model, objectives, tx, schedule).mesh_step(mesh, replicated(mesh))
+    train_step = StepBuilder(definition, tx, schedule).mesh_step(mesh, replicated(mesh))
     train_step = train_step.lower(state, batch).compile()
 
     def step():

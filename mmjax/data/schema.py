@@ -32,6 +32,32 @@ FIELDS = {
 }
 MODALITIES = ("image", "video", "signal", "audio", "report")
 
+# The batch the pipeline feeds the model, defined once: per modality the fields its
+# encoder reads, in the order an exported encoder takes them, as (dtype, shape template)
+# per example (L text tokens; other letters as in FIELDS). Every batch also holds
+# has_<modality> (bool) for each modality and the TARGETS.
+MODEL_INPUTS = {
+    "image": {"image": ("float32", ("S", "S", "C"))},
+    "video": {"video": ("float32", ("T", "S", "S", "C")), "video_mask": ("bool", ("T",))},
+    "signal": {"signal": ("float32", ("N", len(ECG_LEADS))),
+               "signal_leads": ("bool", (len(ECG_LEADS),))},
+    "audio": {"audio": ("float32", ("A",)), "audio_length": ("int32", ())},
+    "report": {"text": ("int32", ("L",)), "text_mask": ("bool", ("L",))},
+}
+TARGETS = {"labels": ("float32", ("F",)), "has_labels": ("bool", ()),
+           "risk": ("float32", ()), "has_risk": ("bool", ())}
+
+
+def batch_layout(modalities, sizes: dict[str, int]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """field -> (dtype, shape per example) of a batch carrying `modalities`, with the
+    letters of MODEL_INPUTS resolved from `sizes` (e.g. {"S": 64, "C": 1, "L": 96})."""
+    layout = {f"has_{m}": ("bool", ()) for m in modalities}
+    for m in modalities:
+        layout.update(MODEL_INPUTS[m])
+    layout.update(TARGETS)
+    return {name: (dtype, tuple(sizes[d] if isinstance(d, str) else d for d in shape))
+            for name, (dtype, shape) in layout.items()}
+
 
 def modality_shapes(modalities, image_size: int, channels: int, frames: int,
                     signal_samples: int, audio_samples: int = 0) -> dict[str, tuple[int, ...]]:

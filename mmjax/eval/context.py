@@ -47,19 +47,6 @@ class Predictions:
     risk_logit: np.ndarray | None  # [N]
 
 
-def _predict(model: MultimodalModel, batch: dict, heads: tuple[str, ...]) -> dict:
-    """Embeddings of every modality and the fused logits of the trained `heads`."""
-    encoded, embeddings, present = model._encode_all(batch)
-    out = {"embeddings": embeddings}
-    if heads:
-        fused = model.fusion(encoded, embeddings, present)
-        if "diagnosis" in heads:
-            out["diagnosis"] = model.diagnosis(fused)
-        if "risk" in heads:
-            out["risk_logit"] = model.risk(fused)[:, 0]
-    return out
-
-
 @dataclasses.dataclass
 class EvalContext:
     """The model, its variables ({"params": model-only parameters, and "batch_stats" when it
@@ -153,7 +140,7 @@ class EvalContext:
         key = (split or self.cfg.data.eval_split, limit)
         if key not in self._results:
             heads = tuple(h for h in ("diagnosis", "risk") if h in self.variables["params"])
-            predict = self.jit(lambda v, b: self.model.apply(v, b, method=_predict, heads=heads),
+            predict = self.jit(lambda v, b: self.model.apply(v, b, heads, method="predict"),
                                f"predict/{'+'.join(heads)}")
             modalities = self.model.modalities
             out = self.run(predict, *key,

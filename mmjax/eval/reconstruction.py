@@ -7,25 +7,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.config import Config, ConfigError
+from mmjax.config import ConfigError
 from mmjax.eval.registry import register
-from mmjax.objectives import masked
+from mmjax.objectives.mae import random_keep
 
 SEED = 0
 
 
-def _check(cfg: Config) -> None:
-    if not cfg.objectives.mae:
-        raise ConfigError("evaluator 'reconstruction' needs MAE decoders "
-                          "(objectives.mae > 0)")
-
-
-def _reconstruct(model, batch, modality: str, mask_ratio: float):
+def _reconstruct(model, variables, batch, modality: str, mask_ratio: float):
     """Per-example error and, as pixels, the predictions de-normalised with each target
     patch's own mean and spread (how MAE shows its norm_pix reconstructions)."""
     rngs = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(SEED), i))(batch["index"])
-    keep, hidden = masked.random_keep(rngs, model.num_patches(modality, batch), mask_ratio)
-    predictions, targets = model.mae(modality, batch, keep)
+    keep, hidden = random_keep(rngs, model.num_patches(modality, batch), mask_ratio)
+    predictions, targets = model.apply(variables, modality, batch, keep, method="mae")
     mean = targets.mean(-1, keepdims=True)
     std = jnp.sqrt(targets.var(-1, keepdims=True) + 1e-6)
     normalized = (targets - mean) / std
@@ -34,30 +28,30 @@ def _reconstruct(model, batch, modality: str, mask_ratio: float):
     return {"error": errors, "pixels": predictions * std + mean, "hidden": hidden}
 
 
-@register("reconstruction", _check)
-def evaluate(ctx) -> dict:
-    cfg = ctx.cfg
+@register("reconstruction")
+def evaluate(ctx, run) -> dict:
+    objectives = ctx.cfg.objectives
     results = {}
-    for modality in cfg.objectives.mae_modalities:
+    for modality in objectives.mae_modalities:
         if modality not in ctx.model.modalities:
             continue
-        run = ctx.jit(lambda v, b, m=modality: ctx.model.apply(
-            v, b, m, cfg.objectives.mae_mask_ratio, method=_reconstruct),
+        reconstruct = ctx.jit(lambda v, b, m=modality: _reconstruct(
+            ctx.model, v, b, m, objectives.mae_mask_ratio),
             f"reconstruction/{modality}")
         keep = (f"has_{modality}", modality) if modality == "image" else (f"has_{modality}",)
-        out = ctx.run(run, keep=keep)
+        out = ctx.run(reconstruct, run.split, keep=keep)
         present = out[f"has_{modality}"]
         if not present.any():
             continue
         results[modality] = {"num_examples": int(present.sum()),
                              "error": float(out["error"][present].mean())}
         if modality == "image":
-            ctx.save_arrays("reconstruction_image.npz",
+            ctx.save_arrays(run.file("_image.npz"),
                             **_grid_rows(out, present, ctx.model.patch_shape("image"),
-                                         cfg.eval.examples))
+                                         run.options.examples))
     if not results:
-        raise ConfigError("evaluator 'reconstruction': no eval example has a modality in "
-                          "objectives.mae_modalities")
+        raise ConfigError(f"evaluator '{run.name}': no example of split '{run.split}' has a "
+                          "modality in objectives.mae_modalities")
     return results
 
 

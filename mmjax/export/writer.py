@@ -36,7 +36,7 @@ def export(workdir: str | Path, out_dir: str | Path, step: int | None = None) ->
     """Exports the encoders of `workdir` at checkpoint `step` (default the newest) to
     `out_dir`, which must be new, empty, or hold exactly a previous export (replaced).
     Nothing in the workdir is written."""
-    from mmjax.eval import trained  # model code: only exporting needs it, not load()
+    from mmjax import trained  # model code: only exporting needs it, not load()
 
     workdir = storage.path(workdir, "--workdir")  # a local folder or a bucket
     if storage.is_bucket(out_dir):
@@ -147,13 +147,10 @@ def _export_encoder(model, modality: str, variables: dict, scalars: dict, exampl
     """jax.export of f(params, *inputs) -> unit-norm embeddings, for any batch size."""
     names = INPUTS[modality]
 
-    def embed(module, *inputs):
-        pooled, _, _ = module.encode(modality, dict(zip(names, inputs, strict=True)))
-        return module.embed(modality, pooled)
-
     def fn(variables, *inputs):
-        return model.apply({**variables, "params": {**variables["params"], **scalars}}, *inputs,
-                           method=embed)
+        return model.apply({**variables, "params": {**variables["params"], **scalars}},
+                           modality, dict(zip(names, inputs, strict=True)),
+                           method="embed_inputs")
 
     (batch,) = jax.export.symbolic_shape(BATCH)
     specs = [jax.ShapeDtypeStruct((batch, *example[n].shape), example[n].dtype) for n in names]
@@ -217,14 +214,12 @@ def _preprocessing(modality: str, avals, manifest) -> str:
                 "its real frames, height, width and channels, padding frames zero; video_mask "
                 f"bool {_shape(avals[1])}: True on real frames (a prefix)")
     if modality == "audio":
-        rate = manifest.attributes.get("audio_rate_hz")
-        at = f" at {rate} Hz" if rate else ""
+        at = _at_rate(manifest, "audio_rate_hz")
         return (f"audio float32 {_shape(avals[0])}: mono samples in [-1, 1]{at}, the centred "
                 "window of that many samples, zero padded at the end; audio_length int32 "
                 f"{_shape(avals[1])}: the real samples. The spectrogram is computed inside")
     if modality == "signal":
-        rate = manifest.attributes.get("signal_rate_hz")
-        at = f" at {rate} Hz" if rate else ""
+        at = _at_rate(manifest, "signal_rate_hz")
         return (f"signal float32 {_shape(avals[0])}: ECG in millivolts{at}, not normalised, "
                 f"the centred window of that many samples, leads in the order "
                 f"{', '.join(ECG_LEADS)} with unrecorded leads zero; signal_leads bool "
@@ -232,6 +227,11 @@ def _preprocessing(modality: str, avals, manifest) -> str:
     return (f"text int32 {_shape(avals[0])}: token ids of tokenizer.json, [CLS] report [SEP] "
             "then [PAD], a longer report cut keeping [SEP]; text_mask bool "
             f"{_shape(avals[1])}: True on real tokens. embed_text(texts) does both")
+
+
+def _at_rate(manifest, key: str) -> str:
+    rate = manifest.attributes.get(key)
+    return f" at {rate} Hz" if rate else ""
 
 
 def _shape(aval) -> str:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config import ModelConfig
+from mmjax.data.schema import MODALITIES
 from mmjax.nn.audio import AudioEncoder
 from mmjax.nn.cnn import CNNEncoder
 from mmjax.nn.embed import patchify
@@ -18,7 +19,6 @@ from mmjax.nn.layers import dense
 from mmjax.nn.temporal import FrameVideoEncoder, takes_valid
 from mmjax.nn.transformer import BlockOptions
 
-MODALITIES = ("image", "video", "signal", "audio", "report")
 IMAGE_ENCODERS = ("vit", "resnet", "vgg")
 VIDEO_ENCODERS = ("tubelet", "frames")
 # Encoders that cut their input into patches a masked autoencoder can hide.
@@ -230,17 +230,24 @@ class MultimodalModel(nn.Module):
     def embed(self, modality: str, pooled):
         return l2_normalize(self.projections[modality](pooled).astype(jnp.float32))
 
+    def embed_inputs(self, modality: str, batch: dict):
+        """Unit-norm embeddings [B, D] of one modality's inputs (what export serves)."""
+        pooled, _, _ = self.encode(modality, batch)
+        return self.embed(modality, pooled)
+
     def embed_image(self, images):
-        pooled, _, _ = self.encode("image", {"image": images})
-        return self.embed("image", pooled)
+        return self.embed_inputs("image", {"image": images})
 
     def embed_text(self, token_ids, mask):
-        pooled, _, _ = self.encode("report", {"text": token_ids, "text_mask": mask})
-        return self.embed("report", pooled)
+        return self.embed_inputs("report", {"text": token_ids, "text_mask": mask})
 
     def scale(self):
         """exp(logit_scale) clipped like CLIP, so the temperature cannot collapse."""
         return jnp.minimum(jnp.exp(self.logit_scale), self.config.max_logit_scale)
+
+    def contrastive_scalars(self):
+        """(scale, bias) of the contrastive logits."""
+        return self.scale(), self.logit_bias
 
     def mlm_logits(self, text_tokens):
         """Vocabulary logits of text tokens, tied to the input embeddings."""
@@ -248,35 +255,43 @@ class MultimodalModel(nn.Module):
 
     # ---- Whole batches.
 
-    def _encode_all(self, batch: dict):
+    def encode_all(self, batch: dict):
+        """(encoded, embeddings, present) of every modality."""
         encoded = {m: self.encode(m, batch) for m in self.modalities}
         embeddings = {m: self.embed(m, encoded[m][0]) for m in self.modalities}
         present = {m: batch.get(f"has_{m}", jnp.ones(embeddings[m].shape[0], bool))
                    for m in self.modalities}
         return encoded, embeddings, present
 
+    def predict(self, batch: dict, heads: tuple[str, ...] = ()):
+        """What evaluation reads: every modality's embeddings and the fused logits of the
+        trained `heads` (diagnosis, risk)."""
+        encoded, embeddings, present = self.encode_all(batch)
+        out = {"embeddings": embeddings}
+        if heads:
+            fused = self.fusion(encoded, embeddings, present)
+            if "diagnosis" in heads:
+                out["diagnosis"] = self.diagnosis(fused)
+            if "risk" in heads:
+                out["risk_logit"] = self.risk(fused)[:, 0]
+        return out
+
     def contrastive(self, batch: dict):
         """Only what contrastive training needs: embeddings, presence, scale and bias.
 
         Initialising through this method creates only the encoders and projections.
         """
-        _, embeddings, present = self._encode_all(batch)
+        _, embeddings, present = self.encode_all(batch)
         return {"embeddings": embeddings, "present": present, "scale": self.scale(),
                 "bias": self.logit_bias}
 
     def __call__(self, batch: dict):
         """Everything: embeddings, the fused vector and every head's logits."""
-        encoded, embeddings, present = self._encode_all(batch)
+        encoded, embeddings, present = self.encode_all(batch)
         fused = self.fusion(encoded, embeddings, present)
-        outputs = {
-            "embeddings": embeddings,
-            "present": present,
-            "scale": self.scale(),
-            "bias": self.logit_bias,
-            "fused": fused,
-            "risk": self.risk(fused)[:, 0],
-            "matching": self.matching(fused),
-        }
+        outputs = {"embeddings": embeddings, "present": present, "scale": self.scale(),
+                   "bias": self.logit_bias, "fused": fused, "risk": self.risk(fused)[:, 0],
+                   "matching": self.matching(fused)}
         if self.num_labels:
             outputs["diagnosis"] = self.diagnosis(fused)
         if "report" in self.modalities:

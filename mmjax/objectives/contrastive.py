@@ -5,7 +5,8 @@ same over a batch split on mesh axes with explicit communication (jax.shard_map)
 device scores only its own rows, against gathered columns (softmax, O(n*N) logits memory
 instead of O(N^2)) or against text chunks passed round a ring with ppermute (sigmoid,
 O(n^2)). Gradients flow through the collectives, so they equal the global-batch gradients.
-The per-device bodies (`*_local`) are public so the pmap strategy runs the same code.
+The per-device bodies (`*_local`) are public so the pmap strategy runs the same code;
+`kernel` picks the one a config and a parallel strategy train with.
 """
 
 import jax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
+from mmjax.objectives.registry import Objective, pair, register
 from mmjax.parallel.mesh import BATCH_AXES
 
 # Finite, so masked entries keep finite gradients (an -inf would turn into NaN).
@@ -106,3 +108,31 @@ def sharded_sigmoid_loss(mesh, axis=BATCH_AXES):
     return jax.shard_map(sigmoid_loss_local(axis), mesh=mesh,
                          in_specs=(batch, batch, replicated, replicated, batch),
                          out_specs=replicated)
+
+
+def kernel(kind: str, mesh=None, axis=None):
+    """(a, b, scale, bias, valid) -> the `kind` loss over the global batch: shard_map over
+    `mesh`'s batch axes, or, without a mesh, the per-device body for use inside pmap over
+    the axis named `axis`."""
+    if kind == "softmax":
+        fn = sharded_softmax_infonce(mesh) if mesh is not None else softmax_infonce_local(axis)
+        return lambda a, b, scale, bias, valid: fn(a, b, scale, valid)
+    return sharded_sigmoid_loss(mesh) if mesh is not None else sigmoid_loss_local(axis)
+
+
+def _pairs(cfg) -> tuple[tuple[str, str], ...]:
+    return tuple(pair(p) for p in cfg.contrastive_pairs)
+
+
+def _batch_loss(cfg, out: dict, loss_kernel) -> dict:
+    emb, present = out["embeddings"], out["present"]
+    return {f"contrastive/{a}-{b}": loss_kernel(emb[a], emb[b], out["scale"], out["bias"],
+                                                present[a] & present[b])
+            for a, b in _pairs(cfg)}
+
+
+register(Objective(
+    "contrastive", needs=lambda cfg: tuple(m for p in _pairs(cfg) for m in p),
+    losses=lambda cfg: tuple(f"contrastive/{a}-{b}" for a, b in _pairs(cfg)),
+    batch_loss=_batch_loss, encodes=lambda cfg, modalities: tuple(
+        sorted({m for p in _pairs(cfg) for m in p}))))

@@ -1,4 +1,5 @@
-"""The (total, count) convention every non-contrastive loss follows.
+"""What every objective shares: the (total, count) convention of per-example losses, and
+per-example randomness.
 
 A loss returns two float32 scalars: the SUM of its per-element losses over the
 elements that count (selected tokens, hidden patches, labelled examples, ...) and
@@ -7,6 +8,7 @@ mean of a whole batch is sum(totals) / sum(counts) however it was split; a mean 
 means would weight a micro-batch with few counted elements as much as a full one.
 """
 
+import jax
 import jax.numpy as jnp
 
 
@@ -23,3 +25,9 @@ def mean(term):
     """total / count; zero when nothing counted."""
     total, count = term
     return total / jnp.maximum(count, 1.0)
+
+
+def uniform_per_example(rngs, shape):
+    """Uniform draws [B, *shape] from one key per example, so an example's mask does not
+    depend on how the batch is split over devices or micro-batches."""
+    return jax.vmap(lambda key: jax.random.uniform(key, shape))(rngs)

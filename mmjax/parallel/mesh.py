@@ -17,6 +17,7 @@ from mmjax.config import ConfigError, ParallelConfig
 MESH_AXES = ("data", "fsdp", "tensor")
 # FSDP is data parallel for activations: every device of both axes sees its own examples.
 BATCH_AXES = ("data", "fsdp")
+PMAP_AXIS = "data"  # pmap's one device axis, named like the mesh's data axis
 
 
 def mesh_shape(cfg: ParallelConfig, device_count: int) -> tuple[int, int, int]:

@@ -12,8 +12,8 @@ class NonfiniteGuard:
     TrainingDiverged after `limit` in a row. Each flag is read one step late, once the
     next step is queued, so the host never waits on the device for it."""
 
-    def __init__(self, limit: int, pmap: bool):
-        self.limit, self.pmap = limit, pmap
+    def __init__(self, limit: int):
+        self.limit = limit
         self.skipped = self.streak = 0
         self._pending = None
 
@@ -28,7 +28,7 @@ class NonfiniteGuard:
             self._pending = None
 
     def _check(self, step: int, flag) -> None:
-        if not float(flag[0] if self.pmap else flag):
+        if not float(flag):
             self.streak = 0
             return
         self.skipped += 1

@@ -1,4 +1,5 @@
-"""The train step, in two strategies, and the jitted embedding functions for evals.
+"""The train step of one model definition and optimizer, built for either parallel
+strategy (train/strategy.py places and calls it).
 
 mesh: one jit over a (data, fsdp, tensor) mesh. Parameters and optimizer state are
   placed by the logical-axis rules, the batch is split over the batch axes, and the
@@ -8,52 +9,16 @@ pmap: parameters replicated on every device, per-device batches, losses reduced 
   psum and gradients averaged with pmean.
 """
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mmjax.config import ConfigError
-from mmjax.objectives import contrastive
+from mmjax.nn.build import ModelDef, split_params
 from mmjax.objectives.terms import mean
-from mmjax.parallel.mesh import BATCH_AXES, batch_sharding, replicated
-from mmjax.train.losses import LOG_VARIANCES, Objectives, loss_values
+from mmjax.parallel.mesh import BATCH_AXES, PMAP_AXIS, batch_sharding, replicated
 from mmjax.train.state import TrainState
-
-PMAP_AXIS = "data"
-
-
-def split_params(params: dict) -> tuple[dict, dict | None]:
-    """(model parameters, uncertainty log-variances or None)."""
-    model_params = {k: v for k, v in params.items() if k != LOG_VARIANCES}
-    return model_params, params.get(LOG_VARIANCES)
-
-
-def variable_shardings(param_shardings: dict, mesh, with_batch_stats: bool) -> dict:
-    """Where model_variables() live: parameters as `param_shardings` place them (the
-    log-variances dropped), BatchNorm statistics replicated."""
-    return {"params": split_params(param_shardings)[0],
-            **({"batch_stats": replicated(mesh)} if with_batch_stats else {})}
-
-
-def model_variables(params: dict, batch_stats: dict) -> dict:
-    """What model.apply evaluates with: the model's parameters and, with BatchNorm, its
-    running statistics (without them in the dict, BatchNorm would be an error)."""
-    return {"params": split_params(params)[0], **({"batch_stats": batch_stats}
-                                                   if batch_stats else {})}
-
-
-def _contrastive_fn(kind: str, mesh=None) -> Callable:
-    """(a, b, scale, bias, valid) -> the loss over the global batch: shard_map over the
-    mesh's batch axes, or the per-device body for use inside pmap when mesh is None."""
-    if kind == "softmax":
-        fn = (contrastive.sharded_softmax_infonce(mesh) if mesh is not None
-              else contrastive.softmax_infonce_local(PMAP_AXIS))
-        return lambda a, b, scale, bias, valid: fn(a, b, scale, valid)
-    return (contrastive.sharded_sigmoid_loss(mesh) if mesh is not None
-            else contrastive.sigmoid_loss_local(PMAP_AXIS))
 
 
 def _metrics(total, losses, scale, grads, schedule, state, batch) -> dict:
@@ -71,27 +36,19 @@ def _metrics(total, losses, scale, grads, schedule, state, batch) -> dict:
 
 
 class StepBuilder:
-    """Builds the train step of one model, objective set and optimizer."""
+    """Builds the train step of one model definition and optimizer."""
 
-    def __init__(self, model, objectives: Objectives, tx: optax.GradientTransformation,
+    def __init__(self, definition: ModelDef, tx: optax.GradientTransformation,
                  schedule: optax.Schedule):
-        self.model, self.objectives, self.tx, self.schedule = model, objectives, tx, schedule
+        self.definition, self.tx, self.schedule = definition, tx, schedule
+        self.objectives = definition.objectives
 
-    def _forward(self, model_params, batch_stats, batch, rng):
-        """(outputs, updated batch_stats): BatchNorm normalises with the batch's statistics
-        (over the global batch: jit sees all of it, pmap averages over PMAP_AXIS)."""
-        out, updated = self.model.apply({"params": model_params, "batch_stats": batch_stats},
-                                        batch, rng, method=self.objectives.forward,
-                                        mutable=["batch_stats"])
-        return out, updated.get("batch_stats", batch_stats)
-
-    def _loss_fn(self, contrastive_fn, reduce_sum=lambda x: x):
+    def _loss_fn(self, kernel, reduce_sum=lambda x: x):
         def loss_fn(params, batch_stats, batch, rng):
-            model_params, log_variances = split_params(params)
-            out, batch_stats = self._forward(model_params, batch_stats, batch, rng)
-            losses = loss_values(self.objectives, out, contrastive_fn, reduce_sum)
-            return self.objectives.total(losses, log_variances), (losses, out["scale"],
-                                                                  batch_stats)
+            out, batch_stats = self.definition.forward(params, batch_stats, batch, rng)
+            losses = self.objectives.losses(out, kernel, reduce_sum)
+            total = self.objectives.total(losses, split_params(params)[1])
+            return total, (losses, out["scale"], batch_stats)
         return loss_fn
 
     def _update(self, state: TrainState, grads, batch_stats, total, metrics):
@@ -118,8 +75,9 @@ class StepBuilder:
 
     def mesh_step(self, mesh, state_shardings, accumulation_steps: int = 1):
         """jit(state, global batch) -> (state, metrics), the state donated."""
-        contrastive_fn = _contrastive_fn(self.objectives.cfg.contrastive_loss, mesh)
-        loss_fn = self._loss_fn(contrastive_fn)
+        kernel = self.objectives.kernel(mesh)
+        loss_fn = self._loss_fn(kernel)
+        accumulate = GradCache(self, mesh, kernel, accumulation_steps)
 
         def train_step(state: TrainState, batch):
             rng = jax.random.fold_in(state.rng, state.step)
@@ -127,88 +85,21 @@ class StepBuilder:
             if accumulation_steps == 1:
                 (total, (losses, scale, batch_stats)), grads = jax.value_and_grad(
                     loss_fn, has_aux=True)(state.params, state.batch_stats, batch, rng)
-            else:  # define_model refuses BatchNorm here: its statistics are per micro-batch
+            else:  # config.validate refuses BatchNorm here: its statistics are per micro-batch
                 batch_stats = state.batch_stats
-                total, losses, scale, grads = self._accumulated(
-                    mesh, contrastive_fn, accumulation_steps, state.params, batch, rng)
+                total, losses, scale, grads = accumulate(state.params, batch, rng)
             metrics = _metrics(total, losses, scale, grads, self.schedule, state, batch)
             return self._update(state, grads, batch_stats, total, metrics)
 
         return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh)),
                        out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
 
-    def _accumulated(self, mesh, contrastive_fn, steps: int, params, batch, rng):
-        """The global-batch gradient from `steps` micro-batches (GradCache, Gao et al. 2021).
-
-        1. Run every micro-batch forward without gradients, caching the embeddings and
-           the (total, count) of each per-example objective.
-        2. Differentiate the loss of the whole batch with respect to the cached
-           embeddings, the logit scale/bias, the loss weights and each objective's mean.
-        3. Run every micro-batch again with gradients, pulling the cached embedding
-           gradients back through the encoders and adding each objective's total over
-           the whole batch's count, so the sum equals the big-batch gradient.
-        """
-        model_params, _ = split_params(params)
-        size = jax.tree.leaves(batch)[0].shape[0]
-        if size % steps:
-            raise ConfigError(f"train.batch_size={size} is not divisible by "
-                              f"train.accumulation_steps={steps}")
-        micro_sharding = NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
-
-        def to_micro(x):  # row i*steps + m goes to micro-batch m: no device moves rows
-            x = x.reshape(size // steps, steps, *x.shape[1:]).swapaxes(0, 1)
-            return jax.lax.with_sharding_constraint(x, micro_sharding)
-
-        def from_micro(x):  # the inverse of to_micro: the original row order
-            return x.swapaxes(0, 1).reshape(size, *x.shape[2:])
-
-        micro = jax.tree.map(to_micro, batch)  # its "row"s keep per-example masks unchanged
-
-        def cache(_, micro_batch):
-            out, _ = self._forward(model_params, {}, micro_batch, rng)
-            return None, (out["embeddings"], out["present"], out["terms"])
-
-        _, (embeddings, present, terms) = jax.lax.scan(cache, None, micro)
-        embeddings, present = jax.tree.map(from_micro, (embeddings, present))
-        terms = jax.tree.map(lambda x: jnp.sum(x, 0), terms)
-        counts = {name: count for name, (_, count) in terms.items()}
-
-        def whole_batch_loss(params, embeddings, means):
-            model_params, log_variances = split_params(params)
-            scale, bias = self.model.apply({"params": model_params},
-                                           method=lambda m: (m.scale(), m.logit_bias))
-            out = {"embeddings": embeddings, "present": present, "scale": scale,
-                   "bias": bias, "terms": {}}
-            losses = {**means, **loss_values(self.objectives, out, contrastive_fn)}
-            return self.objectives.total(losses, log_variances), (losses, scale)
-
-        means = {name: mean(term) for name, term in terms.items()}
-        (total, (losses, scale)), (grads, embedding_grads, mean_grads) = jax.value_and_grad(
-            whole_batch_loss, argnums=(0, 1, 2), has_aux=True)(params, embeddings, means)
-        embedding_grads = jax.tree.map(to_micro, embedding_grads)
-
-        def backward(grads, inputs):
-            micro_batch, cotangents = inputs
-
-            def surrogate(model_params):
-                out, _ = self._forward(model_params, {}, micro_batch, rng)
-                value = sum(jnp.vdot(cotangents[m], out["embeddings"][m]) for m in cotangents)
-                for name, (total, _) in out["terms"].items():
-                    value += mean_grads[name] * total / jnp.maximum(counts[name], 1)
-                return value
-
-            return jax.tree.map(jnp.add, grads, jax.grad(surrogate)(model_params)), None
-
-        model_grads, _ = jax.lax.scan(backward, split_params(grads)[0],
-                                      (micro, embedding_grads))
-        return total, losses, scale, {**grads, **model_grads}
-
     # ---- pmap
 
     def pmap_step(self):
         """pmap(state replicated per device, [devices, per-device batch, ...])."""
-        contrastive_fn = _contrastive_fn(self.objectives.cfg.contrastive_loss)
-        loss_fn = self._loss_fn(contrastive_fn, lambda x: jax.lax.psum(x, PMAP_AXIS))
+        loss_fn = self._loss_fn(self.objectives.kernel(axis=PMAP_AXIS),
+                                lambda x: jax.lax.psum(x, PMAP_AXIS))
 
         def train_step(state: TrainState, batch):
             rng = jax.random.fold_in(state.rng, state.step)
@@ -226,6 +117,82 @@ class StepBuilder:
         return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)
 
 
-def as_float32(tree):
-    """Host copies of metrics as Python floats, for logging."""
-    return {k: float(jnp.asarray(v, jnp.float32)) for k, v in jax.device_get(tree).items()}
+class GradCache:
+    """The global-batch gradient from `steps` micro-batches (GradCache, Gao et al. 2021).
+
+    1. Run every micro-batch forward without gradients, caching the embeddings and
+       the (total, count) of each per-example objective.
+    2. Differentiate the loss of the whole batch with respect to the cached
+       embeddings, the logit scale/bias, the loss weights and each objective's mean.
+    3. Run every micro-batch again with gradients, pulling the cached embedding
+       gradients back through the encoders and adding each objective's total over
+       the whole batch's count, so the sum equals the big-batch gradient.
+    """
+
+    def __init__(self, builder: StepBuilder, mesh, kernel, steps: int):
+        self.definition, self.objectives = builder.definition, builder.objectives
+        self.mesh, self.kernel, self.steps = mesh, kernel, steps
+
+    def _to_micro(self, x):
+        """Row i*steps + m goes to micro-batch m: no device moves rows."""
+        size = x.shape[0]
+        x = x.reshape(size // self.steps, self.steps, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(
+            x, NamedSharding(self.mesh, PartitionSpec(None, BATCH_AXES)))
+
+    @staticmethod
+    def _from_micro(x):
+        """The inverse of _to_micro: the original row order."""
+        return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+    def __call__(self, params, batch, rng):
+        size = jax.tree.leaves(batch)[0].shape[0]
+        if size % self.steps:
+            raise ConfigError(f"train.batch_size={size} is not divisible by "
+                             f"train.accumulation_steps={self.steps}")
+        micro = jax.tree.map(self._to_micro, batch)  # its "row"s keep per-example masks
+        embeddings, present, terms = self._cache(params, micro, rng)
+        means = {name: mean(term) for name, term in terms.items()}
+        (total, (losses, scale)), (grads, embedding_grads, mean_grads) = jax.value_and_grad(
+            self._whole_batch_loss, argnums=(0, 1, 2), has_aux=True)(
+                params, embeddings, means, present)
+        counts = {name: count for name, (_, count) in terms.items()}
+        model_grads = self._backward(params, split_params(grads)[0], micro, rng,
+                                     jax.tree.map(self._to_micro, embedding_grads),
+                                     mean_grads, counts)
+        return total, losses, scale, {**grads, **model_grads}
+
+    def _cache(self, params, micro, rng):
+        """Every micro-batch forward: embeddings in batch order, terms summed."""
+        def cache(_, micro_batch):
+            out, _ = self.definition.forward(params, {}, micro_batch, rng)
+            return None, (out["embeddings"], out["present"], out["terms"])
+
+        _, (embeddings, present, terms) = jax.lax.scan(cache, None, micro)
+        embeddings, present = jax.tree.map(self._from_micro, (embeddings, present))
+        return embeddings, present, jax.tree.map(lambda x: jnp.sum(x, 0), terms)
+
+    def _whole_batch_loss(self, params, embeddings, means, present):
+        scale, bias = self.definition.contrastive_scalars(params)
+        out = {"embeddings": embeddings, "present": present, "scale": scale, "bias": bias,
+               "terms": {}}
+        losses = {**means, **self.objectives.losses(out, self.kernel)}
+        return self.objectives.total(losses, split_params(params)[1]), (losses, scale)
+
+    def _backward(self, params, grads, micro, rng, embedding_grads, mean_grads, counts):
+        """Adds each micro-batch's gradient through its cached embedding cotangents and
+        its objectives' totals over the whole batch's counts."""
+        def backward(grads, inputs):
+            micro_batch, cotangents = inputs
+
+            def surrogate(model_params):
+                out, _ = self.definition.forward(model_params, {}, micro_batch, rng)
+                value = sum(jnp.vdot(cotangents[m], out["embeddings"][m]) for m in cotangents)
+                for name, (total, _) in out["terms"].items():
+                    value += mean_grads[name] * total / jnp.maximum(counts[name], 1)
+                return value
+
+            return jax.tree.map(jnp.add, grads, jax.grad(surrogate)(model_params)), None
+
+        model_params = split_params(params)[0]
+        return jax.lax.scan(backward, grads, (micro, embedding_grads))[0]

@@ -10,7 +10,7 @@ from mmjax.cli import main
 from mmjax.train import metrics as metrics_lib
 from mmjax.train.failures import TrainingDiverged
 from mmjax.train.guard import NonfiniteGuard
-from mmjax.train.loop import build, compile_step, open_input
+from mmjax.train.setup import build, open_input
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -23,8 +23,8 @@ def test_a_nan_batch_is_skipped_and_the_next_one_trains(smoke_dataset):
     cfg = tiny_config(smoke_dataset)
     data = open_input(cfg)
     good = data.batches[0]
-    run = build(cfg, data.tokenizer, good, len(data.label_names))
-    step, _ = compile_step(run, run.to_device(good))
+    run = build(cfg, data.define_model(cfg), good)
+    step, _ = run.compile(run.to_device(good))
     bad = {**good, "image": good["image"].astype(np.float32)}
     bad["image"][3] = np.nan  # one corrupt pixel array poisons the whole batch's loss
     before = _host(run.state)
@@ -59,7 +59,7 @@ def test_a_diverging_run_stops_after_k_bad_steps_in_a_row(tmp_path, smoke_datase
 
 
 def test_the_guard_counts_streaks_and_forgives_a_good_step():
-    guard = NonfiniteGuard(limit=3, pmap=False)
+    guard = NonfiniteGuard(limit=3)
     for step, flag in enumerate([0, 1, 1, 0, 1, 1], start=1):
         guard.add(step, flag)
     guard.flush()

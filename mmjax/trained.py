@@ -11,10 +11,9 @@ from mmjax import config as config_lib
 from mmjax import storage
 from mmjax.data import pipeline
 from mmjax.eval.context import EvalContext
+from mmjax.nn import build as model_build
 from mmjax.parallel.mesh import make_mesh
 from mmjax.train.checkpoint import first_mismatch, place, read_fields
-from mmjax.train.loop import define_model
-from mmjax.train.step import model_variables, variable_shardings
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,10 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
 
     mesh = make_mesh(cfg.parallel, devices)
     example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
-    model, _, _, shardings, param_shapes = define_model(
-        cfg, tokenizer, example, len(label_names), mesh,
+    definition = model_build.define(
+        cfg, model_build.vocab(tokenizer), len(label_names),
         None if prevalence is None else np.asarray(prevalence), transform.audio_rate_hz)
+    parameters = definition.parameters(example, mesh)
     checkpoints = workdir / "checkpoints"
     if not checkpoints.is_dir():
         raise config_lib.ConfigError(f"no checkpoints in {workdir} (expected "
@@ -60,13 +60,15 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
         stored, step = read_fields(checkpoints, ("params", "batch_stats"), step)
     except FileNotFoundError as e:
         raise config_lib.ConfigError(str(e)) from None
-    variables = model_variables(stored["params"], stored.get("batch_stats", {}))
-    shardings = variable_shardings(shardings, mesh, "batch_stats" in variables)
-    if problem := first_mismatch({"params": variables["params"]}, {"params": param_shapes}):
+    variables = model_build.model_variables(stored["params"], stored.get("batch_stats", {}))
+    shardings = model_build.variable_shardings(parameters.shardings, mesh,
+                                               "batch_stats" in variables)
+    if problem := first_mismatch({"params": variables["params"]},
+                                 {"params": parameters.model_shapes}):
         raise config_lib.ConfigError(f"the checkpoint of step {step} in {workdir} does not fit "
                                      f"the model its config.json describes: {problem}")
     variables = place(variables, shardings)
     log.info("loaded step %d of %s", step, workdir)
     out_dir = workdir / "eval" if jax.process_index() == 0 else None
-    return EvalContext(cfg, model, variables, shardings, mesh, tokenizer, label_names, step,
-                       out_dir)
+    return EvalContext(cfg, definition.module, variables, shardings, mesh, tokenizer,
+                       label_names, step, out_dir)

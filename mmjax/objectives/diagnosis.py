@@ -1,12 +1,10 @@
-"""Supervised heads: multi-label diagnosis (class-weighted BCE or focal) and a binary
-risk outcome. Each loss returns a (total, count) term (see terms.py)."""
+"""Multi-label diagnosis from the fused vector: class-weighted BCE or focal loss."""
 
 import jax
 import jax.numpy as jnp
 
+from mmjax.objectives.registry import Objective, register
 from mmjax.objectives.terms import term
-
-DIAGNOSIS_KINDS = ("bce", "focal")
 
 
 def positive_weights(prevalence, max_weight=100.0):
@@ -21,7 +19,7 @@ def positive_weights(prevalence, max_weight=100.0):
     return jnp.clip((1.0 - p) / p, 1.0 / max_weight, max_weight)
 
 
-def _binary_cross_entropy(logits, targets, positive_weight=None):
+def binary_cross_entropy(logits, targets, positive_weight=None):
     """-[w y log sigmoid(x) + (1 - y) log sigmoid(-x)], from log-sigmoids so that
     confident logits stay finite."""
     positive = targets * jax.nn.log_sigmoid(logits)
@@ -38,10 +36,8 @@ def diagnosis_loss(logits, labels, has_labels, kind="bce", positive_weight=None,
     probability given to the true 0/1 label, so well-classified easy cases fade; at
     gamma 0 it is BCE. `positive_weight` [F] (positive_weights) applies to both.
     """
-    if kind not in DIAGNOSIS_KINDS:
-        raise ValueError(f"unknown diagnosis loss kind {kind!r}; known: {DIAGNOSIS_KINDS}")
     logits, labels = logits.astype(jnp.float32), labels.astype(jnp.float32)
-    losses = _binary_cross_entropy(logits, labels, positive_weight)
+    losses = binary_cross_entropy(logits, labels, positive_weight)
     if kind == "focal":
         # (1 - p_t)^gamma as exp(gamma log sigmoid(-z x)), z = +-1: finite gradients even
         # where 1 - p_t underflows to 0, which x ** gamma lacks (NaN at 0 ** 0).
@@ -50,7 +46,12 @@ def diagnosis_loss(logits, labels, has_labels, kind="bce", positive_weight=None,
     return term(losses, jnp.broadcast_to(has_labels[:, None], losses.shape))
 
 
-def risk_loss(logit, risk, has_risk):
-    """BCE of one logit per example [B] against a 0/1 (or probability) outcome."""
-    losses = _binary_cross_entropy(logit.astype(jnp.float32), risk.astype(jnp.float32))
-    return term(losses, has_risk)
+def _terms(f) -> dict:
+    weight = (None if f.setup.positive_weight is None
+              else jnp.asarray(f.setup.positive_weight, jnp.float32))
+    return {"diagnosis": diagnosis_loss(
+        f.module.diagnosis(f.fused()), f.batch["labels"], f.batch["has_labels"] & f.seen(),
+        f.cfg.diagnosis_loss, weight, f.cfg.focal_gamma)}
+
+
+register(Objective("diagnosis", needs=lambda cfg: (), terms=_terms, uses_fusion=True))

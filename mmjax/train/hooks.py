@@ -1,0 +1,175 @@
+"""What happens around the train step, as hooks the loop calls after every step, in
+order: the non-finite guard, preemption, metrics, checkpoints, evaluations. Each keeps
+its own schedule and can be tested alone with a `Loop` of its own making."""
+
+import dataclasses
+import logging
+import signal
+import time
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mmjax.train.guard import NonfiniteGuard
+from mmjax.train.metrics import MetricsLog, Throughput
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Loop:
+    """The loop's state as the hooks see it after a step."""
+
+    step: int  # steps done
+    end: int  # this invocation stops after this step
+    num_steps: int  # the run's last step
+    host_state: object  # () -> the train state as one copy
+    metrics: dict = dataclasses.field(default_factory=dict)  # this step's, on the device
+    throughput: Throughput = dataclasses.field(default_factory=Throughput)
+    data_wait: float = 0.0  # seconds spent waiting for input since the last log
+    skipped: int = 0  # non-finite steps skipped so far
+    stop: bool = False  # a hook asks the loop to stop after this step (preemption)
+    logged: dict = dataclasses.field(default_factory=dict)  # the last logged metrics
+    evals: dict | None = None  # the final evaluations' metrics by evaluator
+
+    @property
+    def last(self) -> bool:
+        """This step ends the invocation: its checkpoint is written whatever the schedule."""
+        return self.step == self.end or self.stop
+
+
+class Hook:
+    def after_step(self, loop: Loop) -> None:
+        raise NotImplementedError
+
+    def close(self, loop: Loop) -> None:
+        """After the last step, also when a step raised: flush what is in flight."""
+
+
+class GuardHook(Hook):
+    """Counts skipped non-finite steps and stops a run whose steps keep diverging."""
+
+    def __init__(self, guard: NonfiniteGuard, to_host):
+        self.guard, self.to_host = guard, to_host
+
+    def after_step(self, loop: Loop) -> None:
+        self.guard.add(loop.step, self.to_host(loop.metrics["nonfinite"]))
+        loop.skipped = self.guard.skipped
+
+    def close(self, loop: Loop) -> None:
+        self.guard.flush()
+
+
+class Preemption(Hook):
+    """Notes SIGTERM (preemption, scancel, Ctrl-\\) so the loop can checkpoint and stop;
+    with several hosts they agree through a collective, so only on steps all of them
+    reach together (multiples of `every`)."""
+
+    def __init__(self, every: int):
+        self.every, self.requested, self._previous = every, False, None
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: signals cannot be caught here
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """True on every host once any host was asked to stop, so all save together."""
+        if jax.process_count() == 1:
+            return self.requested
+        return bool(np.any(multihost_utils.process_allgather(np.bool_(self.requested))))
+
+    def after_step(self, loop: Loop) -> None:
+        if jax.process_count() == 1 or loop.step % self.every == 0:
+            loop.stop = loop.stop or self.agreed()
+
+    def close(self, loop: Loop) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+        if loop.stop:
+            log.warning("SIGTERM: saved the checkpoint of step %d; rerun to resume", loop.step)
+
+
+class MetricsHook(Hook):
+    """Every `every` steps and at the last: the step's metrics with throughput, input
+    wait and MFU, to metrics.jsonl (host 0) and the progress bar."""
+
+    def __init__(self, every: int, metrics_log: MetricsLog | None, to_host, bar=None,
+                 step_flops: float | None = None, peak_flops: float | None = None):
+        self.every, self.metrics_log, self.to_host, self.bar = every, metrics_log, to_host, bar
+        self.step_flops, self.peak_flops = step_flops, peak_flops
+
+    def after_step(self, loop: Loop) -> None:
+        if loop.step % self.every and loop.step != loop.num_steps:
+            return
+        metrics = as_float32(self.to_host(loop.metrics))
+        metrics["skipped_steps"] = loop.skipped
+        elapsed = loop.throughput.elapsed()
+        metrics["examples_per_sec"], step_time = loop.throughput.measure()
+        metrics["data_wait_fraction"] = min(loop.data_wait / elapsed, 1.0)
+        if self.step_flops and self.peak_flops:
+            metrics["mfu"] = self.step_flops / step_time / self.peak_flops
+        loop.data_wait, loop.logged = 0.0, metrics
+        if self.metrics_log is not None:
+            self.metrics_log.write(loop.step, metrics)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics['loss']:.3f}",
+                                 ex_per_s=f"{metrics['examples_per_sec']:.0f}")
+
+
+class CheckpointHook(Hook):
+    """Saves on the checkpointer's schedule and at the last step; metrics.jsonl is
+    flushed after each save, so a resume relogs only later rows."""
+
+    def __init__(self, checkpointer, metrics_log: MetricsLog | None):
+        self.checkpointer, self.metrics_log = checkpointer, metrics_log
+
+    def after_step(self, loop: Loop) -> None:
+        saved = self.checkpointer.maybe_save(loop.host_state(), loop.step, final=loop.last)
+        if saved and self.metrics_log is not None:
+            self.metrics_log.flush()
+
+    def close(self, loop: Loop) -> None:
+        self.checkpointer.close()  # even when a step failed: the write in flight
+
+
+class EvalHook(Hook):
+    """Each evaluator on its own schedule (`every`), and all of them after the run's last
+    step; their scalars go to metrics.jsonl as 'eval/<name>/...' rows."""
+
+    def __init__(self, runs, evaluate, metrics_log: MetricsLog | None):
+        self.runs, self.evaluate, self.metrics_log = runs, evaluate, metrics_log
+
+    def after_step(self, loop: Loop) -> None:
+        final = loop.step == loop.num_steps
+        due = [r for r in self.runs if final or (r.every and loop.step % r.every == 0)]
+        if not due:
+            return
+        start = time.perf_counter()
+        results, scalars = self.evaluate(due, loop.step)
+        log.info("evals at step %d: %.1f s", loop.step, time.perf_counter() - start)
+        if self.metrics_log is not None:
+            self.metrics_log.write(loop.step, scalars)
+        if final:
+            loop.evals = results
+        loop.throughput.reset()  # examples/s should not count the evals
+
+
+class ProgressHook(Hook):
+    def __init__(self, bar):
+        self.bar = bar
+
+    def after_step(self, loop: Loop) -> None:
+        self.bar.update(1)
+
+    def close(self, loop: Loop) -> None:
+        self.bar.close()
+
+
+def as_float32(tree):
+    """Host copies of metrics as Python floats, for logging."""
+    return {k: float(np.asarray(v, np.float32)) for k, v in jax.device_get(tree).items()}
