@@ -33,4 +33,5 @@ def get_config() -> Config:
     cfg.train.num_steps = 600
     cfg.train.checkpoint_every = 600
     cfg.eval.evaluators = ("diagnosis", "probe")
+    cfg.eval.diagnosis.findings = cfg.eval.probe.findings  # the image-visible ones
     return cfg

@@ -34,7 +34,8 @@ def get_config() -> Config:
 
     e = cfg.eval
     e.evaluators = ("retrieval", "zeroshot", "probe", "generation", "reconstruction")
-    e.findings = IMAGE_VISIBLE
-    e.normal_prompts = ("Normal chest radiograph.", "No acute cardiopulmonary abnormality.")
-    e.generate_examples = 128
+    e.zeroshot.findings = e.probe.findings = IMAGE_VISIBLE
+    e.zeroshot.normal_prompts = ("Normal chest radiograph.",
+                                 "No acute cardiopulmonary abnormality.")
+    e.generation.limit = 128
     return cfg

@@ -40,5 +40,5 @@ def get_config() -> Config:
     cfg.optim.warmup_steps = 2000
     cfg.optim.weight_decay = 0.2
     cfg.parallel.data, cfg.parallel.fsdp = -1, 1
-    cfg.eval.every = 2000
+    cfg.eval.retrieval.every = 2000
     return cfg

@@ -1,6 +1,7 @@
 """Reduced ejection fraction (and AF) from the echo clip: each frame through a small ResNet,
 then a GRU over the frames (`--set model.video.temporal=lstm|transformer`, or
-`--set model.video.encoder=tubelet` for the space-time transformer):
+`--set model.video.encoder=tubelet --set model.video.pool=mean` for the space-time
+transformer, which has no 'last' frame to pool):
 
   mmjax train --config experiments/synthmed_echo_frames.py --workdir runs/echo_frames
 """
@@ -34,5 +35,6 @@ def get_config() -> Config:
     cfg.optim.learning_rate = 1e-3
     cfg.optim.warmup_steps = 30
     cfg.eval.evaluators = ("diagnosis",)
-    cfg.eval.findings = ("reduced_ejection_fraction", "atrial_fibrillation", "cardiomegaly")
+    cfg.eval.diagnosis.findings = ("reduced_ejection_fraction", "atrial_fibrillation",
+                                   "cardiomegaly")
     return cfg

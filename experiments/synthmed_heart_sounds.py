@@ -43,5 +43,5 @@ def get_config() -> Config:
     cfg.optim.warmup_steps = 50
 
     cfg.eval.evaluators = ("retrieval", "probe")
-    cfg.eval.findings = HEARD
+    cfg.eval.probe.findings = HEARD
     return cfg

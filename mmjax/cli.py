@@ -44,7 +44,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from mmjax.eval import registry, trained
+    from mmjax import trained
+    from mmjax.eval import registry
     from mmjax.eval.summary import format_results
 
     _join(args)
@@ -198,11 +199,7 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    _add_data_commands(commands)
-
+def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="train (or resume), then run the evaluators")
     train.add_argument("--config", required=True, help="experiment file defining get_config()")
     train.add_argument("--workdir", required=True, help="checkpoints, logs and evals go here")
@@ -218,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed_flags(train)
     train.set_defaults(run=_train)
 
+
+def _add_eval_command(commands) -> None:
     evaluate = commands.add_parser("eval", help="run evaluators on a trained workdir")
     evaluate.add_argument("--workdir", required=True, help="a training workdir")
     evaluate.add_argument("--evals", default="",
@@ -230,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distributed_flags(evaluate)
     evaluate.set_defaults(run=_eval)
 
+
+def _add_export_command(commands) -> None:
     export = commands.add_parser("export", help="encoders as StableHLO + safetensors")
     export.add_argument("--workdir", required=True, help="a training workdir")
     export.add_argument("--out", required=True, help="folder to write (a new one, or a "
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
     export.set_defaults(run=_export)
 
+
+def _add_report_command(commands) -> None:
     report = commands.add_parser("report", help="an HTML page of curves, metrics, examples")
     report.add_argument("--workdir", action="append", required=True,
                         help="a training workdir (repeat for several runs on one page)")
@@ -244,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HTML file (default: <first workdir>/report.html)")
     report.set_defaults(run=_report)
 
+
+def _add_plan_command(commands) -> None:
     plan = commands.add_parser("plan", help="parameters and training FLOPs per module")
     plan.add_argument("--config", required=True, help="experiment file defining get_config()")
     plan.add_argument("--set", dest="overrides", action="append", default=[],
@@ -258,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--devices", type=int, default=0,
                       help="devices the mesh spans (default: those of this machine)")
     plan.set_defaults(run=_plan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
+    _add_train_command(commands)
+    _add_eval_command(commands)
+    _add_export_command(commands)
+    _add_report_command(commands)
+    _add_plan_command(commands)
     return parser
 
 

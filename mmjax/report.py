@@ -97,22 +97,21 @@ class _Run:
 
 
 def _run_sections(index: int, run: _Run) -> str:
-    w, examples = run.workdir, "eval.examples > 0"
+    w, examples = run.workdir, "the {0} evaluator writes {1} (eval.{0}.examples > 0)".format
     parts = [
         ("Run", [w / "config.json"], lambda p: _header(p, run), ""),
         ("Training curves", [w / "metrics.jsonl"], lambda p: _curves(p, run), ""),
         ("Evaluation metrics", [p for p in _files(w, "eval/*.json") if "_examples" not in p.name],
          _metrics, "no eval/<evaluator>.json: no evaluator has run"),
-        ("ROC curves", _files(w, "eval/zeroshot_*.npz", "eval/diagnosis.npz"), _roc,
+        ("ROC curves", _files(w, "eval/zeroshot*_*.npz", "eval/diagnosis*.npz"), _roc,
          "no eval/zeroshot_<modality>.npz or eval/diagnosis.npz: the zeroshot and diagnosis "
          "evaluators write them"),
-        ("Retrieval examples", _files(w, "eval/retrieval_examples_*.json"), _retrieval_examples,
-         f"no eval/retrieval_examples_<modality>.json: the retrieval evaluator writes them "
-         f"({examples})"),
-        ("MAE reconstructions", _files(w, "eval/reconstruction_image.npz"), _reconstructions,
-         f"no eval/reconstruction_image.npz: the reconstruction evaluator writes it ({examples})"),
-        ("Generated reports", _files(w, "eval/generation_examples.json"), _generation_examples,
-         f"no eval/generation_examples.json: the generation evaluator writes it ({examples})"),
+        ("Retrieval examples", _files(w, "eval/retrieval*_examples_*.json"), _retrieval_examples,
+         "no eval/retrieval_examples_<modality>.json: " + examples("retrieval", "them")),
+        ("MAE reconstructions", _files(w, "eval/reconstruction*_image.npz"), _reconstructions,
+         "no eval/reconstruction_image.npz: " + examples("reconstruction", "it")),
+        ("Generated reports", _files(w, "eval/generation*_examples.json"), _generation_examples,
+         "no eval/generation_examples.json: " + examples("generation", "it")),
     ]
     body = "".join(f"<h2>{title}</h2>\n" + ("".join(_guarded(p, render) for p in files)
                                             or _unavailable(missing))
@@ -197,7 +196,7 @@ def _curves(path: Path, run: _Run) -> str:
             k.removeprefix("eval/"): at_step[k] for k in evals if k in at_step}}))
     else:
         parts.append(_unavailable(f"{path} has no eval/ rows: they are logged every "
-                                  "eval.every steps and after the last"))
+                                  "eval.<evaluator>.every steps and after the last"))
     return "".join(parts)
 
 
@@ -207,8 +206,9 @@ def _metrics(path: Path) -> str:
     if not (isinstance(record, dict) and isinstance(record.get("metrics"), dict)):
         raise ValueError('expected {"step": ..., "metrics": {...}}')
     name, metrics = path.stem, record["metrics"]
-    tables = ([_table(TABLE_PER_KEY[name].format(k), v) for k, v in metrics.items()]
-              if name in TABLE_PER_KEY else [_table("", metrics)])
+    kind = name.partition("@")[0]  # `kind@split` runs are tabled like their kind
+    tables = ([_table(TABLE_PER_KEY[kind].format(k), v) for k, v in metrics.items()]
+              if kind in TABLE_PER_KEY else [_table("", metrics)])
     return f"<h3>{_e(name)} <small>step {_e(record['step'])}</small></h3>" + "".join(tables)
 
 
@@ -234,7 +234,7 @@ def _roc(path: Path) -> str:
 def _retrieval_examples(path: Path) -> str:
     """Each query beside its own report and the top reports retrieved for it."""
     examples = json.loads(path.read_text())
-    modality = path.stem.removeprefix("retrieval_examples_")
+    modality = path.stem.rpartition("_examples_")[2]
     images, note = [], ""
     if modality == "image":
         try:

@@ -32,7 +32,7 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
         if not assignment.startswith("eval."):
             raise config_lib.ConfigError(f"--set {assignment}: only eval.* keys can change "
                                          "after training")
-        config_lib.override(cfg, assignment)
+    config_lib.apply(cfg, eval_overrides)
     tokenizer = pipeline.load_tokenizer(cfg.data)  # the one the model was trained with
     train_manifest = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest
     train_labels = train_manifest.label_names

@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tree_digest
 
+from mmjax import trained
 from mmjax.cli import main
 from mmjax.config import ConfigError
-from mmjax.eval import registry, trained
+from mmjax.eval import registry
 from mmjax.eval.context import EvalContext
+from mmjax.nn.build import model_variables, variable_shardings
 from mmjax.report import write_report
-from mmjax.train.loop import build, open_input, train
-from mmjax.train.step import model_variables, variable_shardings
+from mmjax.train.loop import train
+from mmjax.train.setup import build, open_input
 
-EVALUATORS = ("retrieval", "zeroshot", "probe", "diagnosis", "generation", "reconstruction")
+EVALUATORS = ("retrieval", "zeroshot", "probe", "diagnosis", "generation", "reconstruction",
+              "retrieval@train")  # retrieval twice: on the held-out split and on the train split
 
 
 def _config(dataset):
@@ -26,7 +29,8 @@ def _config(dataset):
     e = cfg.eval
     e.evaluators = EVALUATORS
     e.batch_size = 48  # the 128 held-out patients end in a ragged batch of 32
-    e.generate_examples, e.probe_examples, e.examples, e.beam_size = 48, 1024, 4, 3
+    e.generation.limit, e.generation.beam_size, e.probe.train_examples = 48, 3, 1024
+    e.retrieval.examples = e.generation.examples = e.reconstruction.examples = 4
     return cfg
 
 
@@ -37,10 +41,10 @@ def evaluated(tmp_path_factory, smoke_dataset):
     workdir = tmp_path_factory.mktemp("evaluated")
     results = train(cfg, workdir, progress=False)["evals"]
     data = open_input(cfg)
-    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
+    run = build(cfg, data.define_model(cfg), data.batches[0])
     variables = model_variables(run.state.params, run.state.batch_stats)
     shardings = variable_shardings(run.param_shardings, run.mesh, bool(run.state.batch_stats))
-    untrained = EvalContext(cfg, run.model, variables, shardings, run.mesh,
+    untrained = EvalContext(cfg, run.definition.module, variables, shardings, run.mesh,
                             data.tokenizer, data.label_names, 0)
     return cfg, workdir, results, registry.run_all(untrained, registry.resolve(cfg))
 
@@ -51,6 +55,18 @@ def test_retrieval_beats_chance_and_the_untrained_model(evaluated):
     assert pair["num_examples"] > 100
     assert pair["image_to_report"]["R@10"] > 2.5 * pair["chance"]["R@10"]
     assert pair["report_to_image"]["median_rank"] < before["report_to_image"]["median_rank"]
+
+
+def test_an_evaluator_twice_on_two_splits_keeps_separate_results(evaluated):
+    _, workdir, results, _ = evaluated
+    held_out, on_train = results["retrieval"], results["retrieval@train"]
+    assert held_out["image-report"]["num_examples"] <= 128
+    assert on_train["image-report"]["num_examples"] > 1000  # of the 4096 training patients
+    for name, split in (("retrieval", "eval"), ("retrieval@train", "train")):
+        written = json.loads((workdir / "eval" / f"{name}.json").read_text())
+        assert written["split"] == split
+        assert json.dumps(written["metrics"]) == json.dumps(results[name])
+    assert (workdir / "eval" / "retrieval@train_examples_image.json").is_file()
 
 
 def test_zeroshot_and_diagnosis_auc_are_learned(evaluated):

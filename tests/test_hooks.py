@@ -88,6 +88,9 @@ class FakeRun:
     name: str
     every: int
 
+    def due(self, step, final=False):
+        return final or (self.every > 0 and step % self.every == 0)
+
 
 def test_each_evaluator_runs_on_its_own_schedule_and_all_after_the_last_step():
     calls, log = [], FakeLog()

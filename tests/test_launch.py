@@ -11,7 +11,8 @@ from conftest import REPO
 TPU = [sys.executable, str(REPO / "tools" / "launch_tpu.py"), "--dry-run", "--name", "clip",
        "--zone", "us-central2-b", "--accelerator", "v4-32", "--config",
        "experiments/smoke_cpu.py", "--workdir", "/gcs/bucket/runs/clip",
-       "--set", "train.num_steps=10", "--set", "eval.normal_prompts=Normal chest, no change"]
+       "--set", "train.num_steps=10",
+       "--set", "eval.zeroshot.normal_prompts=Normal chest, no change"]
 
 
 def _commands(argv, **env) -> list[list[str]]:
@@ -35,7 +36,7 @@ def test_tpu_launch_creates_installs_trains_on_every_worker_and_deletes():
     remote = shlex.split(train[-1].split("&& ", 1)[1])
     assert remote[:6] == ["mmjax", "train", "--config", "experiments/smoke_cpu.py",
                           "--workdir", "/gcs/bucket/runs/clip"]
-    assert remote[-2:] == ["--set", "eval.normal_prompts=Normal chest, no change"]
+    assert remote[-2:] == ["--set", "eval.zeroshot.normal_prompts=Normal chest, no change"]
     assert delete[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "delete"]
 
 
@@ -60,12 +61,12 @@ def test_slurm_script_runs_one_task_per_node_with_the_arguments_intact():
     script = REPO / "tools" / "launch_slurm.sh"
     (command,) = [shlex.split(line) for line in subprocess.run(
         ["bash", str(script), "experiments/smoke_cpu.py", "/shared/runs/x", "--set",
-         "eval.normal_prompts=Normal chest, no change"], capture_output=True, text=True,
+         "eval.zeroshot.normal_prompts=Normal chest, no change"], capture_output=True, text=True,
         check=True, env={**os.environ, "DRY_RUN": "1"}).stdout.splitlines()]
     assert command[:4] == ["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=1", "mmjax"]
     assert command[4:9] == ["train", "--config", "experiments/smoke_cpu.py", "--workdir",
                             "/shared/runs/x"]
-    assert command[-1] == "eval.normal_prompts=Normal chest, no change"
+    assert command[-1] == "eval.zeroshot.normal_prompts=Normal chest, no change"
     header = script.read_text()
     assert "#SBATCH --ntasks-per-node=1" in header and "#SBATCH --signal=TERM@120" in header
     with pytest.raises(subprocess.CalledProcessError):

@@ -50,7 +50,7 @@ def main() -> int:
                         "2000", "--eval-patients", "128", "--image-size", "32",
                         "--modalities", "image,report", "--out", str(dataset)], check=True)
     settings = [f"data.path={dataset}", "train.num_steps=100000000", "train.log_every=50",
-                "train.checkpoint_every=500", "eval.every=1000", "data.workers=1"]
+                "train.checkpoint_every=500", "eval.retrieval.every=1000", "data.workers=1"]
     command = [sys.executable, "-m", "mmjax.cli", "train", "--no-progress", "--config",
                str(REPO / "experiments" / "smoke_cpu.py"), "--workdir", str(base / "run"),
                *(a for s in settings for a in ("--set", s))]

@@ -39,10 +39,10 @@ def per_label_auc(labels: np.ndarray, scores: np.ndarray, names, focus=()) -> di
             **{f"auc/{name}": (None if np.isnan(v) else v) for name, v in aucs.items()}}
 
 
-def focus_findings(cfg_findings, names) -> tuple[str, ...]:
-    """eval.findings, checked against the dataset's labels."""
+def focus_findings(cfg_findings, names, key: str = "findings") -> tuple[str, ...]:
+    """An evaluator's findings (config key `key`), checked against the dataset's labels."""
     unknown = set(cfg_findings) - set(names)
     if unknown:
-        raise ConfigError(f"eval.findings: {', '.join(sorted(unknown))} are not labels of the "
+        raise ConfigError(f"{key}: {', '.join(sorted(unknown))} are not labels of the "
                          f"dataset ({', '.join(names)})")
     return tuple(cfg_findings)

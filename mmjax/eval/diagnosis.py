@@ -3,34 +3,30 @@ risk ROC AUC (the risk outcome is binary, so AUC is its concordance index)."""
 
 import numpy as np
 
-from mmjax.config import Config, ConfigError
+from mmjax.config import ConfigError
 from mmjax.eval.auc import focus_findings, per_label_auc, roc_auc
 from mmjax.eval.registry import register
 
 
-def _check(cfg: Config) -> None:
-    if not cfg.objectives.diagnosis:
-        raise ConfigError("evaluator 'diagnosis' needs a trained diagnosis head "
-                          "(objectives.diagnosis > 0)")
-
-
-@register("diagnosis", _check)
-def evaluate(ctx) -> dict:
-    predictions = ctx.predictions()
+@register("diagnosis")
+def evaluate(ctx, run) -> dict:
+    predictions = ctx.predictions(run.split)
     if predictions.diagnosis is None:
-        raise ConfigError("evaluator 'diagnosis': the model has no diagnosis head parameters")
+        raise ConfigError(f"evaluator '{run.name}': the model has no diagnosis head "
+                          "parameters")
     # Patients with none of the model's inputs (an audio model, a patient never auscultated)
     # have nothing to be diagnosed from: they are counted, not scored.
     seen = np.stack(list(predictions.present.values())).any(0)
     rows = predictions.has_labels & seen
     labels = predictions.labels[rows] > 0.5
     scores = predictions.diagnosis[rows]
-    focus = focus_findings(ctx.cfg.eval.findings, ctx.label_names)
+    focus = focus_findings(run.options.findings, ctx.label_names,
+                           f"eval.{run.kind}.findings")
     results = {"num_examples": int(rows.sum()),
                "num_without_inputs": int((predictions.has_labels & ~seen).sum()),
                **per_label_auc(labels, scores, ctx.label_names, focus)}
     results["accuracy"] = float(((scores > 0) == labels).mean())
-    ctx.save_arrays("diagnosis.npz", labels=labels, scores=scores,
+    ctx.save_arrays(run.file(".npz"), labels=labels, scores=scores,
                     names=np.asarray(ctx.label_names))
     if ctx.cfg.objectives.risk and (predictions.has_risk & seen).any():
         has_risk = predictions.has_risk & seen

@@ -6,18 +6,10 @@ import functools
 
 import numpy as np
 
-from mmjax.config import Config, ConfigError
+from mmjax.config import ConfigError
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.eval import decoding, findings, text_metrics
 from mmjax.eval.registry import register
-
-
-def _check(cfg: Config) -> None:
-    if not cfg.objectives.caption:
-        raise ConfigError("evaluator 'generation' needs a trained report decoder "
-                          "(objectives.caption > 0)")
-    if cfg.eval.beam_size < 1:
-        raise ConfigError(f"eval.beam_size must be >= 1, got {cfg.eval.beam_size}")
 
 
 def _text(tokenizer, ids: np.ndarray, stop: int) -> str:
@@ -33,25 +25,26 @@ def _scores(references: list[str], generated: list[str], names) -> dict:
             "rouge_l": text_metrics.rouge_l(references, generated), **f1}
 
 
-@register("generation", _check)
-def evaluate(ctx) -> dict:
-    cfg, model = ctx.cfg, ctx.model
+@register("generation")
+def evaluate(ctx, run) -> dict:
+    model, options = ctx.model, run.options
     special = tokenizer_lib.special_ids(ctx.tokenizer)
     ids = {"bos_id": special["[CLS]"], "eos_id": special["[SEP]"], "pad_id": special["[PAD]"]}
-    max_len = cfg.eval.generate_max_len or cfg.data.max_text_len
+    max_len = options.max_len or ctx.cfg.data.max_text_len
 
     def generate(variables, batch):
         greedy, greedy_ll = decoding.greedy(model, variables, batch, max_len=max_len, **ids)
         beam, beam_ll = decoding.beam_search(model, variables, batch, max_len=max_len,
-                                             beam_size=cfg.eval.beam_size,
-                                             length_penalty=cfg.eval.length_penalty, **ids)
+                                             beam_size=options.beam_size,
+                                             length_penalty=options.length_penalty, **ids)
         return {"greedy": greedy, "greedy_ll": greedy_ll, "beam": beam, "beam_ll": beam_ll}
 
-    out = ctx.run(ctx.jit(generate, "generation"), limit=cfg.eval.generate_examples,
+    out = ctx.run(ctx.jit(generate, "generation"), run.split, options.limit,
                   keep=("text", "has_report"))
     rows = out["has_report"]
     if not rows.any():
-        raise ConfigError("evaluator 'generation': no eval example has a report")
+        raise ConfigError(f"evaluator '{run.name}': no example of split '{run.split}' has "
+                          "a report")
     decode = functools.partial(_text, ctx.tokenizer, stop=ids["eos_id"])
     references = [decode(t[1:]) for t in out["text"][rows]]
     results = {"num_examples": int(rows.sum())}
@@ -60,8 +53,8 @@ def evaluate(ctx) -> dict:
         texts[method] = [decode(t[1:]) for t in out[method][rows]]
         results[method] = {**_scores(references, texts[method], ctx.label_names),
                            "log_likelihood": float(out[f"{method}_ll"][rows].mean())}
-    count = min(cfg.eval.examples, len(references))
-    ctx.save_json("generation_examples.json", [
+    count = min(options.examples, len(references))
+    ctx.save_json(run.file("_examples.json"), [
         {"index": int(i), "reference": references[k], "greedy": texts["greedy"][k],
          "beam": texts["beam"][k]}
         for k, i in enumerate(out["index"][rows][:count])])

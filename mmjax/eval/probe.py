@@ -11,9 +11,9 @@ import numpy as np
 import optax
 
 from mmjax.config import ConfigError
+from mmjax.config.rules import QUERY_MODALITIES
 from mmjax.eval.auc import focus_findings, per_label_auc
-from mmjax.eval.registry import register, requires_modalities
-from mmjax.eval.retrieval import QUERY_MODALITIES
+from mmjax.eval.registry import register
 
 ITERATIONS = 100
 SEED = 0
@@ -56,14 +56,15 @@ def label_subset(num_examples: int, fraction: float, seed: int = SEED) -> np.nda
     return np.random.default_rng(seed).permutation(num_examples)[:count]
 
 
-@register("probe", requires_modalities("probe", QUERY_MODALITIES))
-def evaluate(ctx) -> dict:
+@register("probe")
+def evaluate(ctx, run) -> dict:
+    """Fitted on data.train_split, scored on the run's split."""
     if not ctx.label_names:
-        raise ConfigError("evaluator 'probe' needs a dataset with labels")
-    cfg = ctx.cfg
-    train = ctx.predictions(cfg.data.train_split, cfg.eval.probe_examples)
-    held_out = ctx.predictions()
-    focus = focus_findings(cfg.eval.findings, ctx.label_names)
+        raise ConfigError(f"evaluator '{run.name}' needs a dataset with labels")
+    options = run.options
+    train = ctx.predictions(ctx.cfg.data.train_split, options.train_examples)
+    held_out = ctx.predictions(run.split)
+    focus = focus_findings(options.findings, ctx.label_names, f"eval.{run.kind}.findings")
     results = {}
     for query in (m for m in QUERY_MODALITIES if m in train.embeddings):
         train_rows = train.present[query] & train.has_labels
@@ -73,9 +74,9 @@ def evaluate(ctx) -> dict:
         features, labels = train.embeddings[query][train_rows], train.labels[train_rows]
         test_labels = held_out.labels[test_rows] > 0.5
         per_fraction = {}
-        for fraction in cfg.eval.probe_fractions:
+        for fraction in options.fractions:
             chosen = label_subset(len(features), fraction)
-            w, b = fit_logistic(features[chosen], labels[chosen], cfg.eval.probe_l2)
+            w, b = fit_logistic(features[chosen], labels[chosen], options.l2)
             scores = held_out.embeddings[query][test_rows] @ w + b
             per_fraction[f"{fraction:g}"] = {"num_labelled": len(chosen),
                                              **per_label_auc(test_labels, scores,

@@ -1,34 +1,29 @@
-"""Evaluators by name, in the big_vision manner: each takes an EvalContext and returns a
-JSON-able dict of metrics; the experiment lists the names it wants (eval.evaluators).
+"""Evaluators by kind, in the big_vision manner: each is fn(ctx, run) -> a JSON-able dict
+of metrics, reading its options (`run.options`, the config's eval.<kind> section) and
+split (`run.split`) from the EvalRun. The experiment lists the runs it wants in
+eval.evaluators, as `kind` or `kind@split`; a kind may appear twice, on two splits.
 
-An evaluator may also declare what it needs from the config, so a run that cannot
-evaluate is refused before it trains, not after.
+What an evaluator needs of the config is checked with the rest of it
+(mmjax/config/rules.py), so a run that cannot evaluate is refused before it trains.
 """
 
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from mmjax.config import Config, ConfigError
+from mmjax import config as config_lib
 
 log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(frozen=True)
-class Evaluator:
-    name: str
-    run: Callable  # (EvalContext) -> dict
-    check: Callable  # (Config) -> None, or raises ConfigError saying what is missing
+EVALUATORS: dict[str, Callable] = {}  # kind -> fn(EvalContext, EvalRun) -> dict
 
 
-EVALUATORS: dict[str, Evaluator] = {}
-
-
-def register(name: str, check: Callable = lambda cfg: None):
+def register(kind: str):
     def decorate(fn):
-        EVALUATORS[name] = Evaluator(name, fn, check)
+        EVALUATORS[kind] = fn
         return fn
 
     return decorate
@@ -45,44 +40,63 @@ def _load_all() -> None:
         zeroshot,
     )
 
+    if missing := set(config_lib.KINDS) - set(EVALUATORS):
+        raise RuntimeError(f"eval sections without an evaluator: {sorted(missing)}")
 
-def resolve(cfg: Config, names=None) -> list[Evaluator]:
-    """The evaluators `names` (default eval.evaluators), checked against the config."""
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalRun:
+    """One entry of eval.evaluators, resolved: its results go under `name`."""
+
+    name: str  # 'retrieval' or 'retrieval@train'
+    kind: str
+    split: str  # the split in the name, else the section's, else data.eval_split
+    every: int  # also every N training steps (0: only after the last)
+    options: Any  # the eval.<kind> section
+    fn: Callable = dataclasses.field(repr=False)
+
+    def run(self, ctx) -> dict:
+        return self.fn(ctx, self)
+
+    def due(self, step: int, final: bool = False) -> bool:
+        """Whether it runs after training step `step` (`final`: the run's last step)."""
+        return final or (self.every > 0 and step % self.every == 0)
+
+    def file(self, suffix: str) -> str:
+        """A file name of this run's own, e.g. 'zeroshot@train_image.npz' for '_image.npz'."""
+        return f"{self.name}{suffix}"
+
+
+def due(run: EvalRun, step: int, final: bool = False) -> bool:
+    return run.due(step, final)
+
+
+def resolve(cfg: config_lib.Config, names: Sequence[str] | None = None) -> list[EvalRun]:
+    """The runs `names` (default eval.evaluators), with the whole config validated."""
     _load_all()
-    names = cfg.eval.evaluators if names is None else names
-    unknown = [n for n in names if n not in EVALUATORS]
-    if unknown:
-        raise ConfigError(f"eval.evaluators: unknown {', '.join(unknown)}; known: "
-                          f"{', '.join(sorted(EVALUATORS))}")
-    evaluators = [EVALUATORS[n] for n in names]
-    for evaluator in evaluators:
-        evaluator.check(cfg)
-    return evaluators
+    config_lib.validate(cfg)
+    if names is not None:
+        config_lib.check_evaluators(cfg, tuple(names), "--evals")
+    runs = []
+    for name in cfg.eval.evaluators if names is None else names:
+        kind, split = config_lib.parse_name(name)
+        options = getattr(cfg.eval, kind)
+        runs.append(EvalRun(name, kind, split or options.split or cfg.data.eval_split,
+                            options.every, options, EVALUATORS[kind]))
+    return runs
 
 
-def requires_modalities(name: str, *groups: tuple[str, ...]) -> Callable:
-    """A check: the data has report and at least one modality of each group."""
-
-    def check(cfg: Config) -> None:
-        have = set(cfg.data.modalities)
-        for group in groups:
-            if not have & set(group):
-                raise ConfigError(f"evaluator '{name}' needs data.modalities to include "
-                                  f"{' or '.join(group)}")
-
-    return check
-
-
-def run_all(ctx, evaluators: list[Evaluator]) -> dict[str, dict]:
-    """Runs each evaluator, writes <out_dir>/<name>.json and returns {name: metrics}."""
+def run_all(ctx, runs: Sequence[EvalRun]) -> dict[str, dict]:
+    """Runs each, writes <out_dir>/<name>.json and returns {name: metrics}."""
     results = {}
-    for evaluator in evaluators:
+    for run in runs:
         start = time.perf_counter()
-        metrics = _defined(evaluator.run(ctx))
-        log.info("eval %s at step %d: %.1f s", evaluator.name, ctx.step,
+        metrics = _defined(run.run(ctx))
+        log.info("eval %s on %s at step %d: %.1f s", run.name, run.split, ctx.step,
                  time.perf_counter() - start)
-        ctx.save_json(f"{evaluator.name}.json", {"step": ctx.step, "metrics": metrics})
-        results[evaluator.name] = metrics
+        ctx.save_json(run.file(".json"), {"step": ctx.step, "split": run.split,
+                                          "metrics": metrics})
+        results[run.name] = metrics
     return results
 
 

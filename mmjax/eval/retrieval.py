@@ -6,9 +6,9 @@ Pair i of the split is the only correct match of item i.
 
 import numpy as np
 
-from mmjax.eval.registry import register, requires_modalities
+from mmjax.config.rules import QUERY_MODALITIES
+from mmjax.eval.registry import register
 
-QUERY_MODALITIES = ("image", "video", "signal", "audio")
 EXAMPLE_CANDIDATES = 3  # reports shown per example query in the run report
 
 
@@ -59,11 +59,11 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _save_examples(ctx, query: str, rows: np.ndarray, similarity: np.ndarray) -> None:
+def _save_examples(ctx, run, query: str, rows: np.ndarray, similarity: np.ndarray) -> None:
     """The first queries' top reports, for the run report (images are kept as arrays)."""
-    count = min(ctx.cfg.eval.examples, len(rows))
+    count = min(run.options.examples, len(rows))
     top = np.argsort(-similarity[:count], axis=1, kind="stable")[:, :EXAMPLE_CANDIDATES]
-    records = ctx.records([*rows[:count], *rows[top].ravel()])
+    records = ctx.records([*rows[:count], *rows[top].ravel()], run.split)
     examples = []
     for i in range(count):
         candidates = [{"report": records[count + i * EXAMPLE_CANDIDATES + j]["report"],
@@ -71,15 +71,15 @@ def _save_examples(ctx, query: str, rows: np.ndarray, similarity: np.ndarray) ->
                       for j in range(EXAMPLE_CANDIDATES)]
         examples.append({"index": int(rows[i]), "report": records[i]["report"],
                          "candidates": candidates})
-    ctx.save_json(f"retrieval_examples_{query}.json", examples)
+    ctx.save_json(run.file(f"_examples_{query}.json"), examples)
     if query == "image":
-        ctx.save_arrays("retrieval_examples_image.npz",
+        ctx.save_arrays(run.file("_examples_image.npz"),
                         images=np.stack([ctx.display_image(r) for r in records[:count]]))
 
 
-@register("retrieval", requires_modalities("retrieval", ("report",), QUERY_MODALITIES))
-def evaluate(ctx) -> dict:
-    predictions = ctx.predictions()
+@register("retrieval")
+def evaluate(ctx, run) -> dict:
+    predictions = ctx.predictions(run.split)
     results = {}
     for query in (m for m in QUERY_MODALITIES if m in predictions.embeddings):
         both = predictions.present[query] & predictions.present["report"]
@@ -88,10 +88,10 @@ def evaluate(ctx) -> dict:
         query_emb = predictions.embeddings[query][both]
         report_emb = predictions.embeddings["report"][both]
         results[f"{query}-report"] = retrieval_metrics(query_emb, report_emb,
-                                                       ctx.cfg.eval.recall_at, query)
+                                                       run.options.recall_at, query)
         if ctx.out_dir is not None:
-            _save_examples(ctx, query, predictions.index[both], query_emb @ report_emb.T)
+            _save_examples(ctx, run, query, predictions.index[both], query_emb @ report_emb.T)
     if not results:
-        raise ValueError("the eval split has no example with a report and an image, video, "
-                         "signal or audio")
+        raise ValueError(f"split '{run.split}' has no example with a report and an image, "
+                         "video, signal or audio")
     return results

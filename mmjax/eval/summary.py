@@ -7,33 +7,41 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _lines(name: str, metrics: dict) -> list[str]:
-    if name == "retrieval":
+def _lines(kind: str, metrics: dict) -> list[str]:
+    if kind == "retrieval":
         return format_table(metrics).splitlines()
-    if name == "zeroshot":
+    if kind == "zeroshot":
         return [f"zero-shot {m}: mean AUC {_number(v['mean_auc'])} over "
                 f"{', '.join(v['mean_auc_over'])}; accuracy {_number(v['accuracy'])}"
                 for m, v in metrics.items()]
-    if name == "probe":
+    if kind == "probe":
         return [f"linear probe {m}: " + ", ".join(
             f"{float(f):.0%} labels ({v['num_labelled']}) AUC {_number(v['mean_auc'])}"
             for f, v in fractions.items()) for m, fractions in metrics.items()]
-    if name == "diagnosis":
+    if kind == "diagnosis":
         line = (f"diagnosis: mean AUC {_number(metrics['mean_auc'])} over "
                 f"{', '.join(metrics['mean_auc_over'])}")
         if "risk_auc" in metrics:
             line += f"; risk AUC {_number(metrics['risk_auc'])}"
         return [line]
-    if name == "generation":
+    if kind == "generation":
         return [f"report generation ({method}, {metrics['num_examples']} reports): BLEU-4 "
                 f"{_number(v['bleu4'])}, ROUGE-L {_number(v['rouge_l'])}, finding F1 "
                 f"{_number(v.get('micro_f1'))}" for method, v in metrics.items()
                 if isinstance(v, dict)]
-    if name == "reconstruction":
+    if kind == "reconstruction":
         return [f"MAE {m}: hidden-patch error {_number(v['error'])} (normalised pixels)"
                 for m, v in metrics.items()]
-    return [f"{name}: {metrics}"]
+    return [f"{kind}: {metrics}"]
+
+
+def _named_lines(name: str, metrics: dict) -> list[str]:
+    """A `kind@split` run's lines are its kind's, each prefixed with its name."""
+    kind, _, split = name.partition("@")
+    lines = _lines(kind, metrics)
+    return [f"[{name}] {line}" for line in lines] if split else lines
 
 
 def format_results(results: dict[str, dict]) -> str:
-    return "\n".join(line for name, metrics in results.items() for line in _lines(name, metrics))
+    return "\n".join(line for name, metrics in results.items()
+                     for line in _named_lines(name, metrics))

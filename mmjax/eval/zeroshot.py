@@ -2,10 +2,10 @@
 signal) lies to an ensemble of positive report prompts than to negative ones (the
 CheXzero recipe), then ROC AUC and accuracy against the held-out labels.
 
-Prompts come from `eval.prompts` (a JSON file {finding: {"positive": [...],
+Prompts come from `eval.zeroshot.prompts` (a JSON file {finding: {"positive": [...],
 "negative": [...]}}) or are built from the label name with clinical templates: the
 finding alone and with severity, side and zone attributes (MedCLIP's prompt generation),
-against its negations and `eval.normal_prompts`, statements of a normal study.
+against its negations and `eval.zeroshot.normal_prompts`, statements of a normal study.
 """
 
 import json
@@ -14,9 +14,9 @@ import numpy as np
 
 from mmjax import storage
 from mmjax.config import ConfigError
+from mmjax.config.rules import QUERY_MODALITIES
 from mmjax.eval.auc import focus_findings, per_label_auc
-from mmjax.eval.registry import register, requires_modalities
-from mmjax.eval.retrieval import QUERY_MODALITIES
+from mmjax.eval.registry import register
 
 SEVERITIES, SIDES, ZONES = ("small", "moderate", "large"), ("right", "left"), \
     ("upper", "mid", "lower")
@@ -43,14 +43,14 @@ def load_prompts(path: str, names, normal: tuple[str, ...] = ()) -> dict:
         try:
             given = json.loads(storage.path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"eval.prompts: cannot read {path}: {e}") from e
+            raise ConfigError(f"eval.zeroshot.prompts: cannot read {path}: {e}") from e
         for name, prompts in given.items():
             if name not in names:
-                raise ConfigError(f"eval.prompts: {path} names '{name}', which is not a label "
-                                  f"of the dataset ({', '.join(names)})")
+                raise ConfigError(f"eval.zeroshot.prompts: {path} names '{name}', which is not "
+                                  f"a label of the dataset ({', '.join(names)})")
             if not (isinstance(prompts, dict) and prompts.get("positive")
                     and prompts.get("negative")):
-                raise ConfigError(f"eval.prompts: '{name}' in {path} needs non-empty "
+                raise ConfigError(f"eval.zeroshot.prompts: '{name}' in {path} needs non-empty "
                                   "'positive' and 'negative' lists")
     return {name: given.get(name) or default_prompts(name, normal) for name in names}
 
@@ -74,15 +74,15 @@ def prompt_directions(ctx, prompts: dict) -> np.ndarray:
     return np.stack(directions)
 
 
-@register("zeroshot", requires_modalities("zeroshot", ("report",), QUERY_MODALITIES))
-def evaluate(ctx) -> dict:
-    names = ctx.label_names
+@register("zeroshot")
+def evaluate(ctx, run) -> dict:
+    names, options = ctx.label_names, run.options
     if not names:
-        raise ConfigError("evaluator 'zeroshot' needs a dataset with labels")
-    focus = focus_findings(ctx.cfg.eval.findings, names)
-    prompts = load_prompts(ctx.cfg.eval.prompts, names, ctx.cfg.eval.normal_prompts)
+        raise ConfigError(f"evaluator '{run.name}' needs a dataset with labels")
+    focus = focus_findings(options.findings, names, f"eval.{run.kind}.findings")
+    prompts = load_prompts(options.prompts, names, options.normal_prompts)
     directions = prompt_directions(ctx, prompts)
-    predictions = ctx.predictions()
+    predictions = ctx.predictions(run.split)
     results = {}
     for query in (m for m in QUERY_MODALITIES if m in predictions.embeddings):
         rows = predictions.present[query] & predictions.has_labels
@@ -96,6 +96,6 @@ def evaluate(ctx) -> dict:
             # Positive when closer to the positive ensemble than to the negative one.
             "accuracy": float(((scores > 0) == labels).mean()),
         }
-        ctx.save_arrays(f"zeroshot_{query}.npz", labels=labels, scores=scores,
+        ctx.save_arrays(run.file(f"_{query}.npz"), labels=labels, scores=scores,
                         names=np.asarray(names))
     return results

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.config import ModelConfig
+from mmjax.config import ModelConfig, has_patches
 from mmjax.data.schema import MODALITIES
 from mmjax.nn.audio import AudioEncoder
 from mmjax.nn.cnn import CNNEncoder
@@ -21,25 +21,6 @@ from mmjax.nn.transformer import BlockOptions
 
 IMAGE_ENCODERS = ("vit", "resnet", "vgg")
 VIDEO_ENCODERS = ("tubelet", "frames")
-# Encoders that cut their input into patches a masked autoencoder can hide.
-PATCH_ENCODERS = {"image": ("vit",), "video": ("tubelet",), "signal": None}
-
-
-def has_patches(cfg: ModelConfig, modality: str) -> bool:
-    """Whether MAE can hide parts of this modality's input: its encoder takes patches."""
-    kind = {"image": cfg.image_encoder, "video": cfg.video.encoder}.get(modality)
-    kinds = PATCH_ENCODERS.get(modality, ())
-    return modality in PATCH_ENCODERS and (kinds is None or kind in kinds)
-
-
-def uses_batch_norm(cfg: ModelConfig, modalities) -> bool:
-    """Whether a CNN with BatchNorm encodes images or video frames of these modalities."""
-    kinds = [cfg.image_encoder] if "image" in modalities else []
-    if "video" in modalities and cfg.video.encoder == "frames":
-        kinds.append(cfg.video.frame_encoder)
-    return cfg.cnn.norm == "batch" and any(k in ("resnet", "vgg") for k in kinds)
-
-
 def image_encoder(cfg: ModelConfig, kind: str, options: BlockOptions, batch_axis=None):
     """A ViT (model.image) or a CNN (model.cnn) over [B, H, W, C] images."""
     if kind == "vit":

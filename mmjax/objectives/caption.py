@@ -21,4 +21,4 @@ def _terms(f) -> dict:
                                     f.present["report"])}
 
 
-register(Objective("caption", needs=lambda cfg: ("report",), terms=_terms))
+register(Objective("caption", terms=_terms))

@@ -15,7 +15,7 @@ from mmjax.objectives.terms import mean
 from mmjax.objectives.weighting import combine
 
 LOG_VARIANCES = "log_variances"  # the uncertainty weights' key beside the model params
-RNG_STREAMS = 3  # independent keys per step; an objective draws from its rng_stream
+RNG_STREAMS = 3  # the step's keys split once: mlm draws from 0, mae from 1, matching from 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +47,18 @@ class Forward:
         self.present = {m: batch.get(f"has_{m}", jnp.ones(size, bool)) for m in modalities}
         self.encoded = {m: module.encode(m, batch) for m in encode}
         self.embeddings = {m: module.embed(m, self.encoded[m][0]) for m in self.encoded}
-        self._keys = jax.random.split(rng, RNG_STREAMS)
+        self._rng, self._keys = rng, jax.random.split(rng, RNG_STREAMS)
         # One key per example from its row in the global batch: masks are the same however
         # the batch is split over devices or micro-batches.
         self._row = batch.get("row", jnp.arange(size))
         self._fused = None
 
     def key(self, stream: int):
-        return self._keys[stream]
+        """The step's key number `stream`, independent of every other; a new objective
+        that draws takes the next unused number."""
+        if stream < RNG_STREAMS:
+            return self._keys[stream]
+        return jax.random.fold_in(self._rng, stream)
 
     def per_example(self, key):
         return jax.vmap(jax.random.fold_in, (None, 0))(key, self._row)

@@ -132,7 +132,6 @@ def _batch_loss(cfg, out: dict, loss_kernel) -> dict:
 
 
 register(Objective(
-    "contrastive", needs=lambda cfg: tuple(m for p in _pairs(cfg) for m in p),
-    losses=lambda cfg: tuple(f"contrastive/{a}-{b}" for a, b in _pairs(cfg)),
+    "contrastive", losses=lambda cfg: tuple(f"contrastive/{a}-{b}" for a, b in _pairs(cfg)),
     batch_loss=_batch_loss, encodes=lambda cfg, modalities: tuple(
         sorted({m for p in _pairs(cfg) for m in p}))))

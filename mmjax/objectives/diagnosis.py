@@ -54,4 +54,4 @@ def _terms(f) -> dict:
         f.cfg.diagnosis_loss, weight, f.cfg.focal_gamma)}
 
 
-register(Objective("diagnosis", needs=lambda cfg: (), terms=_terms, uses_fusion=True))
+register(Objective("diagnosis", terms=_terms, uses_fusion=True))

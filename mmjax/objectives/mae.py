@@ -50,6 +50,5 @@ def _terms(f) -> dict:
     return terms
 
 
-register(Objective("mae", needs=lambda cfg: tuple(cfg.mae_modalities),
-                   losses=lambda cfg: tuple(f"mae/{m}" for m in cfg.mae_modalities),
-                   terms=_terms, rng_stream=1))
+register(Objective("mae", losses=lambda cfg: tuple(f"mae/{m}" for m in cfg.mae_modalities),
+                   terms=_terms))

@@ -90,5 +90,5 @@ def _terms(f) -> dict:
         valid, jnp.concatenate([has_negative, has_negative]))}
 
 
-register(Objective("matching", needs=lambda cfg: pair(cfg.matching_pair), terms=_terms,
-                   uses_fusion=True, rng_stream=2))
+register(Objective("matching", terms=_terms,
+                   uses_fusion=True))

@@ -48,4 +48,4 @@ def _terms(f) -> dict:
                             f.present["report"])}
 
 
-register(Objective("mlm", needs=lambda cfg: ("report",), terms=_terms, rng_stream=0))
+register(Objective("mlm", terms=_terms))

@@ -1,7 +1,9 @@
-"""Objectives by name. Each file of this package registers one `Objective`: the
-modalities it needs, the losses it adds and the function that computes them; compose.py
-runs the enabled ones. Adding an objective is one file here and its weight field in
-ObjectivesConfig (a weight of 0 turns it off; its position there orders the losses)."""
+"""Objectives by name. Each file of this package registers one `Objective`: the losses
+it adds, what it encodes and the function that computes them; compose.py runs the
+enabled ones. Adding an objective is one file here and its weight field in
+ObjectivesConfig (a weight of 0 turns it off; its position there orders the losses); the
+modalities it needs are a rule of config.validate (mmjax/config/rules.py), which checks
+them when a config loads, before any data is read."""
 
 import dataclasses
 import importlib
@@ -32,13 +34,11 @@ class Objective:
     """
 
     name: str
-    needs: Callable[[ObjectivesConfig], tuple[str, ...]]  # modalities the data must have
     losses: Callable[[ObjectivesConfig], tuple[str, ...]] = None  # default: (name,)
     terms: Callable | None = None
     batch_loss: Callable | None = None
     encodes: Callable = _none  # (cfg, data modalities) -> modalities encoded for it once
     uses_fusion: bool = False  # reads the fused vector (needs every modality encoded)
-    rng_stream: int | None = None  # which of compose.RNG_STREAMS keys it draws from
 
     def loss_names(self, cfg: ObjectivesConfig) -> tuple[str, ...]:
         return self.losses(cfg) if self.losses else (self.name,)

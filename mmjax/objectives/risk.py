@@ -18,4 +18,4 @@ def _terms(f) -> dict:
                               f.batch["has_risk"] & f.seen())}
 
 
-register(Objective("risk", needs=lambda cfg: (), terms=_terms, uses_fusion=True))
+register(Objective("risk", terms=_terms, uses_fusion=True))

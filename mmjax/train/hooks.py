@@ -146,7 +146,7 @@ class EvalHook(Hook):
 
     def after_step(self, loop: Loop) -> None:
         final = loop.step == loop.num_steps
-        due = [r for r in self.runs if final or (r.every and loop.step % r.every == 0)]
+        due = [r for r in self.runs if r.due(loop.step, final)]
         if not due:
             return
         start = time.perf_counter()

@@ -92,9 +92,10 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     the step, the last logged metrics, the final evals' metrics by evaluator (None when
     stopped early or not evaluated), whether it was preempted, and the state.
     """
+    config_lib.validate(cfg)
     workdir = storage.path(workdir, "--workdir")
     storage.path(cfg.data.path, "data.path")
-    eval_runs = registry.resolve(cfg) if evaluate else []  # a bad name fails before work
+    eval_runs = registry.resolve(cfg) if evaluate else []
     prepare_workdir(cfg, workdir)
 
     # ---- Input, model, state.

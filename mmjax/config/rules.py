@@ -1,0 +1,242 @@
+"""`validate(cfg)`: every value's type, then the rules between fields, checked when a
+config is loaded, read or overridden, so a run that cannot work stops before it starts.
+Each ConfigError names the key(s). Rules that need the dataset (its labels, fields and
+sampling rates) or the devices (mesh sizes against the device count) stay where those are
+known."""
+
+from __future__ import annotations
+
+import re
+
+from mmjax.config.base import get
+from mmjax.config.evaluation import KINDS, parse_name
+from mmjax.config.sections import Config, ModelConfig
+from mmjax.config.values import check_types
+from mmjax.errors import ConfigError
+
+# Encoders that cut their input into patches a masked autoencoder can hide (None: any).
+PATCH_ENCODERS = {"image": ("vit",), "video": ("tubelet",), "signal": None}
+QUERY_MODALITIES = ("image", "video", "signal", "audio")  # retrieved against the report
+FUSED_OBJECTIVES = ("matching", "diagnosis", "risk")  # they read the fused vector
+# The smallest value of each count; eval sections' `every` and `examples` are added below.
+MINIMUMS = {
+    "train.batch_size": 1, "train.accumulation_steps": 1, "train.num_steps": 1,
+    "train.log_every": 1, "train.checkpoint_every": 1, "train.max_checkpoints": 1,
+    "train.keep_checkpoint_every": 0, "train.max_nonfinite_steps": 1, "data.workers": 0,
+    "data.video_frames": 0, "eval.batch_size": 1, "eval.generation.beam_size": 1,
+    "eval.generation.limit": 0, "eval.generation.max_len": 0,
+    "eval.probe.train_examples": 0, "eval.probe.l2": 0,
+    **{f"eval.{kind}.every": 0 for kind in KINDS},
+    **{f"eval.{kind}.examples": 0 for kind in ("retrieval", "generation", "reconstruction")},
+}
+
+
+def has_patches(cfg: ModelConfig, modality: str) -> bool:
+    """Whether MAE can hide parts of this modality's input: its encoder takes patches."""
+    kind = {"image": cfg.image_encoder, "video": cfg.video.encoder}.get(modality)
+    kinds = PATCH_ENCODERS.get(modality, ())
+    return modality in PATCH_ENCODERS and (kinds is None or kind in kinds)
+
+
+def uses_batch_norm(cfg: ModelConfig, modalities) -> bool:
+    """Whether a CNN with BatchNorm encodes images or video frames of these modalities."""
+    kinds = [cfg.image_encoder] if "image" in modalities else []
+    if "video" in modalities and cfg.video.encoder == "frames":
+        kinds.append(cfg.video.frame_encoder)
+    return cfg.cnn.norm == "batch" and any(k in ("resnet", "vgg") for k in kinds)
+
+
+def video_pools(cfg: ModelConfig) -> tuple[str, ...]:
+    """The poolings model.video.pool may take with this video encoder."""
+    video = cfg.video
+    if video.encoder == "frames":
+        return ("last", "mean", "map") + (("cls",) if video.temporal == "transformer" else ())
+    return ("cls", "mean", "map") if video.attention == "joint" else ("cls", "mean")
+
+
+def validate(cfg: Config) -> Config:
+    """Checks `cfg` (and normalises its values: lists to tuples, ints to floats where a
+    float is expected); returns it."""
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"expected a Config, got {type(cfg).__name__}")
+    check_types(cfg)
+    for rule in (_minimums, _train, _data, _objectives, _model, _optim, _evaluation):
+        rule(cfg)
+    return cfg
+
+
+def _minimums(cfg: Config) -> None:
+    for key, least in MINIMUMS.items():
+        if get(cfg, key) < least:
+            raise ConfigError(f"{key} must be >= {least}, got {get(cfg, key)}")
+
+
+def _train(cfg: Config) -> None:
+    train = cfg.train
+    if train.batch_size % train.accumulation_steps:
+        raise ConfigError(f"train.batch_size={train.batch_size} is not divisible by "
+                          f"train.accumulation_steps={train.accumulation_steps}")
+    if cfg.parallel.strategy == "pmap" and train.accumulation_steps > 1:
+        raise ConfigError("train.accumulation_steps > 1 needs parallel.strategy=mesh")
+    sizes = {f"parallel.{axis}": getattr(cfg.parallel, axis)
+             for axis in ("data", "fsdp", "tensor")}
+    bad = [f"{key}={size}" for key, size in sizes.items() if size < 1 and size != -1]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: mesh sizes are positive device counts or -1")
+    free = [f"{key}=-1" for key, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ConfigError(f"only one of {', '.join(sizes)} may be -1, got {', '.join(free)}")
+
+
+def _data(cfg: Config) -> None:
+    data = cfg.data
+    if not data.modalities or len(set(data.modalities)) < len(data.modalities):
+        raise ConfigError(f"data.modalities must name distinct modalities, got "
+                          f"{data.modalities}")
+    if not 0 < data.train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {data.train_fraction}")
+    band = data.signal_bandpass_hz
+    if band and not (len(band) == 2 and 0 < band[0] < band[1]):
+        raise ConfigError(f"data.signal_bandpass_hz must be () or (low, high) with "
+                          f"0 < low < high, got {band}")
+    if any(f <= 0 for f in data.signal_notch_hz):
+        raise ConfigError(f"data.signal_notch_hz must be positive frequencies, got "
+                          f"{data.signal_notch_hz}")
+
+
+def _pair(text: str, key: str) -> tuple[str, str]:
+    parts = tuple(text.split("-"))
+    if len(parts) != 2 or parts[0] == parts[1]:
+        raise ConfigError(f"{key}: '{text}' is not a pair of two modalities like "
+                          "'image-report'")
+    return parts
+
+
+def _needs(cfg: Config, key: str, modalities, what: str = "") -> None:
+    missing = [m for m in modalities if m not in cfg.data.modalities]
+    if missing:
+        raise ConfigError(f"{key}{what} needs {', '.join(missing)} in data.modalities "
+                          f"({', '.join(cfg.data.modalities)})")
+
+
+def _objectives(cfg: Config) -> None:
+    o = cfg.objectives
+    weights = [f.name for f in o.__dataclass_fields__.values() if f.metadata.get("weight")]
+    if negative := [f"objectives.{w}={getattr(o, w)}" for w in weights if getattr(o, w) < 0]:
+        raise ConfigError(f"{', '.join(negative)}: objective weights must be >= 0")
+    if not any(getattr(o, w) for w in weights):
+        raise ConfigError(f"every objectives weight ({', '.join(weights)}) is 0: nothing to "
+                          "train")
+    if o.contrastive:
+        if not o.contrastive_pairs:
+            raise ConfigError("objectives.contrastive is on but objectives.contrastive_pairs "
+                              "is empty")
+        if len(set(o.contrastive_pairs)) < len(o.contrastive_pairs):
+            raise ConfigError(f"objectives.contrastive_pairs repeats a pair: "
+                              f"{o.contrastive_pairs}")
+        for text in o.contrastive_pairs:
+            _needs(cfg, "objectives.contrastive_pairs",
+                   _pair(text, "objectives.contrastive_pairs"), f" '{text}'")
+    for name in ("mlm", "caption"):
+        if getattr(o, name):
+            _needs(cfg, f"objectives.{name}", ("report",))
+    if o.mlm and not 0 < o.mlm_probability < 1:
+        raise ConfigError(f"objectives.mlm_probability must be in (0, 1), got "
+                          f"{o.mlm_probability}")
+    if o.mae:
+        _mae(cfg)
+    if o.matching:
+        _needs(cfg, "objectives.matching_pair",
+               _pair(o.matching_pair, "objectives.matching_pair"))
+        if cfg.model.fusion.kind == "late":
+            raise ConfigError(
+                "objectives.matching needs model.fusion.kind=early or hybrid: the late-fused "
+                "vector (a mean of embeddings) cannot express whether two embeddings agree")
+    fused = [f"objectives.{name}" for name in FUSED_OBJECTIVES if getattr(o, name)]
+    if fused and cfg.model.fusion.kind == "hybrid":
+        _needs(cfg, f"model.fusion.kind=hybrid (for {', '.join(fused)})", ("report",))
+
+
+def _mae(cfg: Config) -> None:
+    o = cfg.objectives
+    if not o.mae_modalities or len(set(o.mae_modalities)) < len(o.mae_modalities):
+        raise ConfigError(f"objectives.mae_modalities must name distinct modalities, got "
+                          f"{o.mae_modalities}")
+    _needs(cfg, "objectives.mae_modalities", o.mae_modalities)
+    for modality in o.mae_modalities:
+        if not has_patches(cfg.model, modality):
+            raise ConfigError(
+                f"objectives.mae_modalities: '{modality}' has no patch encoder to mask "
+                "(MAE needs model.image_encoder=vit, model.video.encoder=tubelet or the "
+                "signal encoder)")
+    if "video" in o.mae_modalities and cfg.model.video.attention != "joint":
+        raise ConfigError("objectives.mae_modalities: masked video needs "
+                          "model.video.attention=joint (a factorised grid cannot drop tubes)")
+    if not 0 < o.mae_mask_ratio < 1:
+        raise ConfigError(f"objectives.mae_mask_ratio must be in (0, 1), got "
+                          f"{o.mae_mask_ratio}")
+
+
+def _model(cfg: Config) -> None:
+    model, modalities = cfg.model, cfg.data.modalities
+    if cfg.parallel.strategy == "mesh" and cfg.train.accumulation_steps > 1 and \
+            uses_batch_norm(model, modalities):
+        raise ConfigError(
+            "train.accumulation_steps > 1 with BatchNorm (model.cnn.norm=batch): statistics "
+            "over micro-batches would differ from the whole batch's; use model.cnn.norm=group")
+    if "video" in modalities and model.video.pool not in (pools := video_pools(model)):
+        raise ConfigError(
+            f"model.video.pool={model.video.pool} does not go with model.video.encoder="
+            f"{model.video.encoder} (attention {model.video.attention}, temporal "
+            f"{model.video.temporal}); choose from {', '.join(pools)}")
+
+
+def _optim(cfg: Config) -> None:
+    try:
+        re.compile(cfg.optim.freeze)
+    except re.error as e:
+        raise ConfigError(f"optim.freeze '{cfg.optim.freeze}' is not a regular expression: "
+                          f"{e}") from None
+
+
+def check_evaluators(cfg: Config, names, key: str = "eval.evaluators") -> None:
+    """Each name is `kind` or `kind@split`, of a known kind, once, and the config trains
+    what its evaluator reads."""
+    kinds = [parse_name(name) for name in names]
+    if unknown := [name for name, (kind, _) in zip(names, kinds, strict=True)
+                   if kind not in KINDS]:
+        raise ConfigError(f"{key}: unknown {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(KINDS))}")
+    if bad := [name for name in names if name.endswith("@")]:
+        raise ConfigError(f"{key}: '{bad[0]}' names no split after '@'")
+    if repeated := sorted({name for name in names if list(names).count(name) > 1}):
+        raise ConfigError(f"{key}: {', '.join(repeated)} appears twice; give the runs "
+                          "different splits (kind@split)")
+    for kind in dict.fromkeys(kind for kind, _ in kinds):
+        if problem := _evaluator_needs(cfg, kind):
+            raise ConfigError(f"{key}: evaluator '{kind}' needs {problem}")
+
+
+def _evaluator_needs(cfg: Config, kind: str) -> str | None:
+    have, o = set(cfg.data.modalities), cfg.objectives
+    query = "data.modalities to include " + " or ".join(QUERY_MODALITIES)
+    if kind in ("retrieval", "zeroshot") and "report" not in have:
+        return "data.modalities to include report"
+    if kind in ("retrieval", "zeroshot", "probe") and not have & set(QUERY_MODALITIES):
+        return query
+    return {"diagnosis": None if o.diagnosis else
+            "a trained diagnosis head (objectives.diagnosis > 0)",
+            "generation": None if o.caption else
+            "a trained report decoder (objectives.caption > 0)",
+            "reconstruction": None if o.mae else "MAE decoders (objectives.mae > 0)",
+            }.get(kind)
+
+
+def _evaluation(cfg: Config) -> None:
+    check_evaluators(cfg, cfg.eval.evaluators)
+    e = cfg.eval
+    if not e.retrieval.recall_at or min(e.retrieval.recall_at) < 1:
+        raise ConfigError(f"eval.retrieval.recall_at must be ranks >= 1, got "
+                          f"{e.retrieval.recall_at}")
+    if not e.probe.fractions or not all(0 < f <= 1 for f in e.probe.fractions):
+        raise ConfigError(f"eval.probe.fractions must be in (0, 1], got {e.probe.fractions}")
