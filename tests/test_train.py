@@ -42,7 +42,7 @@ def test_held_out_retrieval_far_above_chance(trained):
     mean_r1 = (retrieval["image_to_report"]["R@1"] + retrieval["report_to_image"]["R@1"]) / 2
     assert mean_r1 >= 3 * chance["R@1"], retrieval
     written = json.loads((workdir / "eval" / "retrieval.json").read_text())
-    assert written == {"step": 300, "metrics": result["evals"]["retrieval"]}
+    assert written == {"step": 300, "split": "eval", "metrics": result["evals"]["retrieval"]}
 
 
 def test_metrics_log_every_logged_step(trained):
