@@ -19,7 +19,8 @@ import numpy as np
 from mmjax.config import Config, ConfigError, ModelConfig
 from mmjax.data import pipeline, schema, shards
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.nn.model import MODALITIES, MultimodalModel
+from mmjax.data.schema import MODALITIES
+from mmjax.nn.model import MultimodalModel
 from mmjax.parallel import rules
 from mmjax.parallel.mesh import MESH_AXES, mesh_shape
 

@@ -203,12 +203,12 @@ def test_weight_memory_per_device_matches_a_real_sharded_state(smoke_dataset):
     what no rule splits; planned on 64 devices with fsdp 16, the weights shrink ~4-fold."""
     from conftest import tiny_config
 
-    from mmjax.train.loop import build, open_input
+    from mmjax.train.setup import build, open_input
 
     cfg = tiny_config(smoke_dataset)
     cfg.parallel.data, cfg.parallel.fsdp = 2, 4
     data = open_input(cfg)
-    run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names))
+    run = build(cfg, data.define_model(cfg), data.batches[0])
     device = jax.devices()[0]
 
     def on_device(tree) -> int:
@@ -236,18 +236,16 @@ def test_activation_memory_is_a_lower_bound_that_scales_like_xlas(smoke_dataset)
     under XLA's temporaries but within 2x of them, and grow with the batch as they do."""
     from conftest import tiny_config
 
-    from mmjax.parallel import rules
-    from mmjax.train.loop import build, open_input
+    from mmjax.train.setup import build, open_input
 
     cfg = tiny_config(smoke_dataset)
     shapes, measured = plan_lib.input_shapes(cfg), {}
     for batch in (32, 64):
         cfg.train.batch_size = batch
         data = open_input(cfg)
-        run = build(cfg, data.tokenizer, data.batches[0], len(data.label_names),
+        run = build(cfg, data.define_model(cfg), data.batches[0],
                     jax.devices()[:1])
-        with rules.sharding_context(run.mesh):
-            compiled = run.train_step.lower(run.state, run.to_device(data.batches[0])).compile()
+        compiled, _ = run.compile(run.to_device(data.batches[0]))
         measured[batch] = (compiled.memory_analysis().temp_size_in_bytes,
                            plan_lib.activation_memory(cfg, shapes, 1)["total"])
     for xla, planned in measured.values():
