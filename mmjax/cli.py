@@ -184,6 +184,8 @@ def _plan(args: argparse.Namespace) -> int:
         activation_memory,
         format_memory,
         format_plan,
+        format_shapes,
+        has_dataset,
         input_shapes,
         plan,
         shape_overrides,
@@ -191,10 +193,14 @@ def _plan(args: argparse.Namespace) -> int:
     )
 
     cfg = config_lib.load(args.config, args.overrides)
-    shapes = input_shapes(cfg, shape_overrides(args.shapes))
-    print(format_plan(plan(cfg, shapes, method=args.method, include_mlm=args.mlm)))
+    # Without --shape, a data.path that holds no dataset is an error, not 64 px guesses.
+    shapes = input_shapes(cfg, shape_overrides(args.shapes) if args.shapes else None)
+    if not has_dataset(cfg.data.path):
+        print(f"assumed input shapes ({'--shape' if args.shapes else 'no data.path'}): "
+              f"{format_shapes(shapes)}\n")
+    print(format_plan(plan(cfg, shapes)))
     devices = args.devices or jax.device_count()
-    print(format_memory(weight_memory(cfg, shapes, devices, method=args.method),
+    print(format_memory(weight_memory(cfg, shapes, devices),
                         activation_memory(cfg, shapes, devices)))
     return 0
 
@@ -253,13 +259,10 @@ def _add_plan_command(commands) -> None:
     plan.add_argument("--config", required=True, help="experiment file defining get_config()")
     plan.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE", help="override a config field (repeatable)")
-    plan.add_argument("--method", default="contrastive", choices=("contrastive", "all"),
-                      help="what the model computes: contrastive training or every head")
-    plan.add_argument("--mlm", action="store_true", help="count the MLM head's vocab matmul")
     plan.add_argument("--shape", dest="shapes", action="append", default=[],
                       metavar="KEY=VALUE", help="an input size when data.path has no dataset: "
-                      "image_size, channels, frames, signal_samples, text_len, vocab_size, "
-                      "num_labels (repeatable)")
+                      "image_size, channels, frames, signal_samples, audio_samples, "
+                      "audio_rate_hz, text_len, vocab_size, num_labels (repeatable)")
     plan.add_argument("--devices", type=int, default=0,
                       help="devices the mesh spans (default: those of this machine)")
     plan.set_defaults(run=_plan)

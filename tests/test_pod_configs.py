@@ -27,7 +27,7 @@ def test_pod_config_plans_to_fit_its_chips(name):
     assert data * fsdp * tensor == module.DEVICES
     assert cfg.train.batch_size % (data * fsdp * cfg.train.accumulation_steps) == 0
     shapes = plan_lib.input_shapes(cfg, plan_lib.shape_overrides(module.PLAN_SHAPES))
-    weights = plan_lib.weight_memory(cfg, shapes, module.DEVICES, method="contrastive")
+    weights = plan_lib.weight_memory(cfg, shapes, module.DEVICES)
     activations = plan_lib.activation_memory(cfg, shapes, module.DEVICES)
     total = (weights["total"] + activations["total"]) / GIB
     assert total < 0.5 * module.HBM_GIB  # heads and XLA's temporaries need the rest

@@ -153,5 +153,6 @@ def test_sigmoid_loss_trains_too(tmp_path, smoke_dataset):
 def test_unknown_loss_is_named(tmp_path, smoke_dataset):
     cfg = tiny_config(smoke_dataset)
     cfg.objectives.contrastive_loss = "triplet"
-    with pytest.raises(config_lib.ConfigError, match="'objectives.contrastive_loss' expects one of softmax, sigmoid, got 'triplet'"):
+    expected = "'objectives.contrastive_loss' expects one of softmax, sigmoid, got 'triplet'"
+    with pytest.raises(config_lib.ConfigError, match=expected):
         train(cfg, tmp_path, progress=False)

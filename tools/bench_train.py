@@ -276,15 +276,15 @@ def main() -> None:
             bench = dataclasses.replace(bench, batch_size=args.batch_size)
         print(f"{name}: batch {bench.batch_size}, {bench.shapes}", flush=True)
         steps = {"mmjax": mmjax_train_step(bench, args.warmup + args.steps)}
-        params = {"mmjax": plan.count_params(bench.model, bench.shapes, MODALITIES,
-                                             "contrastive")["total"]}
+        cfg = config_lib.Config(model=bench.model, data=config_lib.DataConfig(
+            modalities=MODALITIES))  # contrastive only, as mmjax_train_step trains
+        params = {"mmjax": plan.count_params(cfg, bench.shapes)["total"]}
         if open_clip:
             steps["open_clip"], params["open_clip"] = open_clip_train_step(open_clip, bench)
             if abs(params["open_clip"] / params["mmjax"] - 1) > 0.03:
                 print(f"warning: {name}: parameter counts differ by more than 3%")
         seconds = median_seconds(steps, args.warmup, args.steps)
-        flops = bench.batch_size * plan.flops_per_example(
-            bench.model, bench.shapes, MODALITIES, "contrastive")["total"].total
+        flops = bench.batch_size * plan.flops_per_example(cfg, bench.shapes)["total"].total
         for framework, s in seconds.items():
             ratio = (f"{seconds['open_clip'] / s:>10.2f}"
                      if framework == "mmjax" and "open_clip" in seconds else "")
