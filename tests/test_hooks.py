@@ -55,21 +55,27 @@ def test_metrics_are_logged_on_their_schedule_and_at_the_last_step():
 class FakeCheckpointer:
     every: int
     saves: list = dataclasses.field(default_factory=list)
-    closed: bool = False
+    released: bool | None = None
+
+    def due(self, step, final=False):
+        return final or step % self.every == 0
+
+    def latest_step(self):
+        return self.saves[-1][0] if self.saves else None
 
     def maybe_save(self, state, step, final=False):
-        due = final or step % self.every == 0
+        due = self.due(step, final)
         if due:
             self.saves.append((step, final))
         return due
 
-    def close(self):
-        self.closed = True
+    def close(self, release=False):
+        self.released = release
 
 
 def test_checkpoints_follow_the_schedule_and_the_last_step_is_always_saved():
     checkpointer, log = FakeCheckpointer(every=4), FakeLog()
-    hook = hooks_lib.CheckpointHook(checkpointer, log)
+    hook = hooks_lib.CheckpointHook(checkpointer, log, lambda x: x)
     loop = _loop(end=6, num_steps=10)  # --stop-at 6
     for step in range(1, 7):
         _after(hook, loop, step)
@@ -80,7 +86,24 @@ def test_checkpoints_follow_the_schedule_and_the_last_step_is_always_saved():
     _after(hook, loop, 3)
     assert checkpointer.saves[-1] == (3, True)
     hook.close(loop)
-    assert checkpointer.closed
+    assert checkpointer.released  # it got to its end: the resumed-from step may go
+
+
+def test_no_checkpoint_is_written_during_a_nonfinite_streak():
+    """Neither the step whose update was skipped nor a later one while the streak the
+    guard read lasts; a diverged run keeps the step it resumed from."""
+    checkpointer, log = FakeCheckpointer(every=2), FakeLog()
+    hook = hooks_lib.CheckpointHook(checkpointer, log, lambda x: x)
+    loop = _loop(end=10)
+    _after(hook, loop, 2, nonfinite=np.float32(1.0))  # this step was skipped
+    loop.streak = 1  # the guard read step 2's flag; step 4's own flag is clean
+    _after(hook, loop, 4)
+    loop.streak = 0
+    _after(hook, loop, 6)
+    assert checkpointer.saves == [(6, False)]
+    loop.diverged = True
+    hook.close(loop)
+    assert checkpointer.released is False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,22 +46,47 @@ def first_mismatch(saved: dict, expected: dict) -> str | None:
     return None
 
 
+@dataclasses.dataclass
+class ProtectedStep(ocp.checkpoint_managers.PreservationPolicy):
+    """Keeps one step, when set, whatever the other policies say."""
+
+    step: int | None = None
+
+    def should_preserve(self, checkpoints, *, context):
+        return [info.step == self.step for info in checkpoints]
+
+
 class Checkpointer:
     """Async saves every `every` steps and at the end, keeping the last `keep` and,
     when `keep_every` > 0, every step that is a multiple of it.
 
     Orbax writes to a temporary folder and renames it when complete, so the newest
-    *listed* step is always a whole checkpoint, even after a kill mid-write.
+    *listed* step is always a whole checkpoint, even after a kill mid-write. The step a
+    run resumed from (`protect`) is kept until the run ends without diverging, so a
+    resume with a bad setting can never rotate out the checkpoint it started from.
     """
 
     def __init__(self, directory: str | Path, every: int, keep: int, keep_every: int = 0):
-        self.every = every
+        self.every, self.keep, self.keep_every = every, keep, keep_every
         self.directory = storage.absolute(directory)
+        self.protected = ProtectedStep()
+        policies = [ocp.checkpoint_managers.LatestN(keep), self.protected]
+        if keep_every:
+            policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
         self.manager = ocp.CheckpointManager(
             self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 keep_period=keep_every or None),
+            options=ocp.CheckpointManagerOptions(
+                create=True, preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+                    policies)),
         )
+
+    def protect(self, step: int | None) -> None:
+        """Keeps `step` (the one resumed from) until close(release=True)."""
+        self.protected.step = step
+
+    def due(self, step: int, final: bool = False) -> bool:
+        """Whether maybe_save would write this step."""
+        return (final or step % self.every == 0) and step != self.latest_step()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -87,8 +112,7 @@ class Checkpointer:
         """Saves on the schedule, or when `final`; a step is never written twice. A failed
         write (this one, or the previous one finishing in the background) is a
         CheckpointWriteError; the newest complete checkpoint stays as it was."""
-        due = final or step % self.every == 0
-        if not due or step == self.latest_step():
+        if not self.due(step, final):
             return False
         try:
             saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -96,13 +120,35 @@ class Checkpointer:
             raise self._write_error(e) from e
         return saved
 
-    def close(self) -> None:
+    def close(self, release: bool = False) -> None:
+        """Finishes the write in flight; with `release` (the run ended without diverging)
+        the protected step goes the way the keep policy says."""
         try:
             self.manager.wait_until_finished()
+            if release and self.protected.step is not None:
+                self._release()
         except Exception as e:  # noqa: BLE001
             raise self._write_error(e) from e
         finally:
             self.manager.close()
+
+    def _release(self) -> None:
+        step, steps = self.protected.step, sorted(self.manager.all_steps())
+        self.protected.step = None
+        kept = step in steps[-self.keep:] or (self.keep_every and step % self.keep_every == 0)
+        if step in steps and not kept:
+            self.manager.delete(step)
+
+    def intact(self) -> str:
+        """Which complete checkpoints there are, for a run that stops on divergence."""
+        steps = sorted(ocp.utils.checkpoint_steps(self.directory))
+        if not steps:
+            return "No checkpoint was written."
+        resumed = self.protected.step
+        kept = (f" Step {resumed}, which this run resumed from, is kept."
+                if resumed is not None and resumed in steps else "")
+        return (f"Checkpoints written before the NaN/Inf steps: {', '.join(map(str, steps))}; "
+                f"none was written during them.{kept}")
 
     def _write_error(self, cause: Exception) -> CheckpointWriteError:
         complete = ocp.utils.checkpoint_steps(self.directory)

@@ -33,13 +33,12 @@ class NonfiniteGuard:
             return
         self.skipped += 1
         self.streak += 1
-        log.warning("step %d: the loss or a gradient is NaN or Inf; "
+        log.warning("step %d: the loss, a gradient or a new weight is NaN or Inf; "
                     "the update was skipped (%d in a row, %d in all)", step, self.streak,
                     self.skipped)
         if self.streak >= self.limit:
             raise TrainingDiverged(
-                f"steps {step - self.streak + 1}..{step} all had a NaN or Inf loss or gradient "
-                f"(train.max_nonfinite_steps={self.limit}); their updates were "
-                "skipped and no checkpoint holds them. Lower optim.learning_rate or raise "
-                "optim.warmup_steps, or look at the data of those steps, then rerun to resume "
-                "from the newest checkpoint.")
+                f"steps {step - self.streak + 1}..{step} all had a NaN or Inf loss, gradient "
+                f"or new weight (train.max_nonfinite_steps={self.limit}); their updates were "
+                "skipped. Lower optim.learning_rate or raise optim.warmup_steps, or look at "
+                "the data of those steps, then rerun to resume from the newest checkpoint.")

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from mmjax.train.failures import TrainingDiverged
 from mmjax.train.guard import NonfiniteGuard
 from mmjax.train.metrics import MetricsLog, Throughput
 
@@ -29,6 +30,8 @@ class Loop:
     throughput: Throughput = dataclasses.field(default_factory=Throughput)
     data_wait: float = 0.0  # seconds spent waiting for input since the last log
     skipped: int = 0  # non-finite steps skipped so far
+    streak: int = 0  # ... in a row, up to the step before this one (read a step late)
+    diverged: bool = False  # the guard stopped the run
     stop: bool = False  # a hook asks the loop to stop after this step (preemption)
     logged: dict = dataclasses.field(default_factory=dict)  # the last logged metrics
     evals: dict | None = None  # the final evaluations' metrics by evaluator
@@ -54,11 +57,19 @@ class GuardHook(Hook):
         self.guard, self.to_host = guard, to_host
 
     def after_step(self, loop: Loop) -> None:
-        self.guard.add(loop.step, self.to_host(loop.metrics["nonfinite"]))
-        loop.skipped = self.guard.skipped
+        self._read(loop, lambda: self.guard.add(loop.step, self.to_host(loop.metrics["nonfinite"])))
 
     def close(self, loop: Loop) -> None:
-        self.guard.flush()
+        self._read(loop, self.guard.flush)
+
+    def _read(self, loop: Loop, check) -> None:
+        try:
+            check()
+        except TrainingDiverged:
+            loop.diverged = True
+            raise
+        finally:
+            loop.skipped, loop.streak = self.guard.skipped, self.guard.streak
 
 
 class Preemption(Hook):
@@ -122,19 +133,29 @@ class MetricsHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Saves on the checkpointer's schedule and at the last step; metrics.jsonl is
+    """Saves on the checkpointer's schedule and at the last step, but never a step in a
+    non-finite streak (its weights may be the ones that led there); metrics.jsonl is
     flushed after each save, so a resume relogs only later rows."""
 
-    def __init__(self, checkpointer, metrics_log: MetricsLog | None):
-        self.checkpointer, self.metrics_log = checkpointer, metrics_log
+    def __init__(self, checkpointer, metrics_log: MetricsLog | None, to_host):
+        self.checkpointer, self.metrics_log, self.to_host = checkpointer, metrics_log, to_host
 
     def after_step(self, loop: Loop) -> None:
+        if not self.checkpointer.due(loop.step, final=loop.last):
+            return
+        if loop.streak or float(self.to_host(loop.metrics["nonfinite"])):
+            log.warning("step %d: not saved, its update or an earlier one was skipped as "
+                        "NaN/Inf; the newest checkpoint is step %s", loop.step,
+                        self.checkpointer.latest_step())
+            return
         saved = self.checkpointer.maybe_save(loop.host_state(), loop.step, final=loop.last)
         if saved and self.metrics_log is not None:
             self.metrics_log.flush()
 
     def close(self, loop: Loop) -> None:
-        self.checkpointer.close()  # even when a step failed: the write in flight
+        # Even when a step failed: the write in flight. The resumed-from step stays
+        # protected unless the invocation got to its end without diverging.
+        self.checkpointer.close(release=loop.last and not loop.diverged)
 
 
 class EvalHook(Hook):

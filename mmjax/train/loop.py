@@ -17,6 +17,7 @@ from mmjax.eval.context import EvalContext
 from mmjax.nn.build import model_variables, variable_shardings
 from mmjax.train import hooks as hooks_lib
 from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.failures import TrainingDiverged
 from mmjax.train.guard import NonfiniteGuard
 from mmjax.train.metrics import MetricsLog, peak_flops
 from mmjax.train.setup import Run, build, open_input, prepare_workdir
@@ -56,7 +57,7 @@ def _hooks(cfg, run: Run, evaluate, eval_runs, checkpointer, metrics_log, bar, f
         hooks_lib.GuardHook(NonfiniteGuard(cfg.train.max_nonfinite_steps), run.strategy.host),
         hooks_lib.Preemption(cfg.train.log_every),
         hooks_lib.MetricsHook(cfg.train.log_every, writer_log, run.strategy.host, bar, *flops),
-        hooks_lib.CheckpointHook(checkpointer, metrics_log),
+        hooks_lib.CheckpointHook(checkpointer, metrics_log, run.strategy.host),
     ]
     if eval_runs:
         hooks.append(hooks_lib.EvalHook(eval_runs, evaluate, writer_log))
@@ -107,6 +108,7 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     checkpointer = Checkpointer(workdir / "checkpoints", cfg.train.checkpoint_every,
                                 cfg.train.max_checkpoints, cfg.train.keep_checkpoint_every)
     start = _resume(run, checkpointer, workdir)
+    checkpointer.protect(start if start else None)
     num_steps = cfg.train.num_steps
     end = num_steps if stop_at is None else min(stop_at, num_steps)
     train_step, step_flops = run.compile(run.to_device(first))
@@ -125,8 +127,11 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     loop = hooks_lib.Loop(start, end, num_steps, run.host_state)
 
     # ---- Loop.
-    _steps(loop, hooks, run, train_step, pipeline.iterate(data.batches, start, cfg.data.workers),
-           cfg.train.batch_size)
+    try:
+        _steps(loop, hooks, run, train_step,
+               pipeline.iterate(data.batches, start, cfg.data.workers), cfg.train.batch_size)
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"{e} {checkpointer.intact()}") from None
     if eval_runs and loop.step == num_steps and loop.evals is None:  # resumed when done
         loop.evals = evaluator(eval_runs, num_steps)[0]
     metrics_log.close()

@@ -67,3 +67,47 @@ def test_the_guard_counts_streaks_and_forgives_a_good_step():
     with pytest.raises(TrainingDiverged, match=r"steps 5\.\.7 all had a NaN"):
         guard.add(7, 1)
         guard.flush()
+
+
+def test_a_nan_update_of_finite_gradients_is_skipped(smoke_dataset):
+    """A NaN learning rate turns finite gradients into NaN weights: the new weights are
+    checked too, so the state stays as it was."""
+    cfg = tiny_config(smoke_dataset)
+    cfg.optim.learning_rate = float("nan")
+    data = open_input(cfg)
+    good = data.batches[0]
+    run = build(cfg, data.define_model(cfg), good)
+    step, _ = run.compile(run.to_device(good))
+    before = _host(run.state)
+
+    run.state, metrics = step(run.state, run.to_device(good))
+
+    assert float(metrics["nonfinite"]) == 1.0 and np.isfinite(float(metrics["loss"]))
+    after = _host(run.state)
+    for name in ("params", "opt_state"):
+        jax.tree.map(np.testing.assert_array_equal, getattr(after, name), getattr(before, name))
+
+
+def test_a_diverging_resume_keeps_the_checkpoint_it_started_from(tmp_path, smoke_dataset,
+                                                                 capsys):
+    """Resuming a healthy workdir with a learning rate that blows up, saving every step
+    and keeping one checkpoint: the healthy step survives, bit for bit, and the error
+    names it."""
+    base = ["--no-progress", "--config", "experiments/smoke_cpu.py", "--workdir", str(tmp_path)]
+    settings = [f"data.path={smoke_dataset}", "train.num_steps=40", "train.log_every=1",
+                "train.checkpoint_every=1", "train.max_checkpoints=1",
+                "train.tensorboard=false", "eval.evaluators=[]"]
+    flags = [a for s in settings for a in ("--set", s)]
+    assert main(["train", *base, *flags, "--stop-at", "3"]) == 0
+    from mmjax.train.checkpoint import read_fields
+    healthy, step = read_fields(tmp_path / "checkpoints", ("params",))
+    assert step == 3
+    capsys.readouterr()
+
+    blow_up = ["--set", "optim.learning_rate=1e30", "--set", "train.max_nonfinite_steps=2"]
+    assert main(["train", *base, *flags, *blow_up]) == 2
+
+    error = capsys.readouterr().err
+    assert "Step 3, which this run resumed from, is kept" in error
+    kept, _ = read_fields(tmp_path / "checkpoints", ("params",), step=3)
+    jax.tree.map(np.testing.assert_array_equal, kept, healthy)
