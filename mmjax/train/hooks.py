@@ -180,6 +180,16 @@ class EvalHook(Hook):
         loop.throughput.reset()  # examples/s should not count the evals
 
 
+class LockRefresh(Hook):
+    """Keeps the workdir lock fresh, so another host sees the run is alive."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def after_step(self, loop: Loop) -> None:
+        self.lock.refresh()
+
+
 class ProgressHook(Hook):
     def __init__(self, bar):
         self.bar = bar

@@ -19,6 +19,7 @@ from mmjax.train import hooks as hooks_lib
 from mmjax.train.checkpoint import Checkpointer
 from mmjax.train.failures import TrainingDiverged
 from mmjax.train.guard import NonfiniteGuard
+from mmjax.train.lock import WorkdirLock
 from mmjax.train.metrics import MetricsLog, peak_flops
 from mmjax.train.setup import Run, build, open_input, prepare_workdir
 
@@ -97,6 +98,17 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     workdir = storage.path(workdir, "--workdir")
     storage.path(cfg.data.path, "data.path")
     eval_runs = registry.resolve(cfg) if evaluate else []
+    # Process 0 holds the lock for the job; a bucket has no atomic create to lock with.
+    lock = (WorkdirLock(workdir).acquire()
+            if jax.process_index() == 0 and not storage.is_bucket(workdir) else None)
+    try:
+        return _train(cfg, workdir, devices, progress, stop_at, eval_runs, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg, workdir: Path, devices, progress: bool, stop_at, eval_runs, lock):
     prepare_workdir(cfg, workdir)
 
     # ---- Input, model, state.
@@ -108,6 +120,10 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     checkpointer = Checkpointer(workdir / "checkpoints", cfg.train.checkpoint_every,
                                 cfg.train.max_checkpoints, cfg.train.keep_checkpoint_every)
     start = _resume(run, checkpointer, workdir)
+    if start > cfg.train.num_steps:
+        raise config_lib.ConfigError(
+            f"workdir {workdir} is at step {start}, past train.num_steps="
+            f"{cfg.train.num_steps}; raise it, or use a new --workdir")
     checkpointer.protect(start if start else None)
     num_steps = cfg.train.num_steps
     end = num_steps if stop_at is None else min(stop_at, num_steps)
@@ -124,6 +140,8 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
                disable=not (progress and is_writer))
     hooks = _hooks(cfg, run, evaluator, eval_runs, checkpointer, metrics_log, bar,
                    (step_flops, peak))
+    if lock is not None:
+        hooks.insert(0, hooks_lib.LockRefresh(lock))
     loop = hooks_lib.Loop(start, end, num_steps, run.host_state)
 
     # ---- Loop.

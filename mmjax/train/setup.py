@@ -2,6 +2,7 @@
 model definition, the sharded state, and the parallel strategy that steps it."""
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import optax
 
 from mmjax import config as config_lib
+from mmjax.config.base import get
 from mmjax.data import pipeline
 from mmjax.nn import build as model_build
 from mmjax.parallel import rules
@@ -18,6 +20,8 @@ from mmjax.train.optim import learning_rate_schedule, make_optimizer
 from mmjax.train.step import StepBuilder
 from mmjax.train.strategy import MeshStrategy, PmapStrategy
 from mmjax.train.warm_start import warm_start
+
+log = logging.getLogger(__name__)
 
 # Keys that fix the checkpoint's shapes or the meaning of its inputs; a workdir keeps them.
 FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "data.tokenizer",
@@ -30,12 +34,16 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     if path.exists():
-        changed = [key for key in config_lib.differences(config_lib.read(path), cfg)
-                   if key.startswith(FROZEN_KEYS)]
+        before = config_lib.read(path)
+        differences = config_lib.differences(before, cfg)
+        changed = [key for key in differences if key.startswith(FROZEN_KEYS)]
         if changed:
             raise config_lib.ConfigError(
                 f"workdir {workdir} was trained with a different config for "
                 f"{', '.join(changed)}; use a new --workdir")
+        for key in differences:  # config.json keeps only the newest: say what it was
+            log.warning("resuming %s with %s = %r (was %r)", workdir, key,
+                        get(cfg, key), get(before, key))
     if jax.process_index() == 0:  # the workdir is shared by every process of a job
         config_lib.save(cfg, path)
 
