@@ -1,6 +1,7 @@
 """Orbax checkpoints of the train state; the newest complete one is resumed from."""
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import jax
@@ -11,6 +12,8 @@ from mmjax import storage
 from mmjax.config import ConfigError
 from mmjax.train.failures import CheckpointWriteError
 from mmjax.train.state import TrainState
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointMismatch(ConfigError):
@@ -92,9 +95,16 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:
-        """Restores onto the shapes, dtypes and shardings of `like`; a checkpoint that does
-        not fit it is a CheckpointMismatch naming the first key that differs."""
-        step = self.latest_step() if step is None else step
+        """Restores onto the shapes, dtypes and shardings of `like`, by default the newest
+        intact step: one that fails to read (truncated, corrupt) or holds NaN/Inf weights
+        is passed over with a message for the one before it. A checkpoint that does not
+        fit `like` is a CheckpointMismatch naming the first key that differs."""
+        if step is not None:
+            return self._restore(like, step)
+        return newest_intact(sorted(self.manager.all_steps()), self.directory,
+                             lambda s: self._restore(like, s), lambda state: state.params)
+
+    def _restore(self, like: TrainState, step: int) -> TrainState:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like
         )
@@ -159,6 +169,36 @@ class Checkpointer:
             "to resume from it.")
 
 
+class CheckpointCorrupt(ConfigError):
+    """No checkpoint in a directory could be read with finite weights."""
+
+
+def finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+
+
+def newest_intact(steps: list[int], directory, read, weights):
+    """read(step) of the newest step that reads and whose weights(result) are finite; the
+    steps passed over are logged with why."""
+    problems = []
+    for step in reversed(steps):
+        try:
+            result = read(step)
+        except CheckpointMismatch:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read is a damaged step
+            problems.append(f"step {step} does not read ({type(e).__name__})")
+        else:
+            if finite(weights(result)):
+                if problems:
+                    log.warning("%s: %s; using step %d", directory, "; ".join(problems), step)
+                return result
+            problems.append(f"step {step} holds NaN or Inf weights")
+    raise CheckpointCorrupt(f"no intact checkpoint in {directory}: "
+                            f"{'; '.join(problems) or 'it has none'}")
+
+
 def read_fields(directory: str | Path, fields: tuple[str, ...], step: int | None = None
                 ) -> tuple[dict, int]:
     """({field: host arrays}, step) of the saved TrainState fields named (e.g. 'params',
@@ -168,18 +208,29 @@ def read_fields(directory: str | Path, fields: tuple[str, ...], step: int | None
     init.from need, on any number of processes."""
     directory = storage.absolute(directory)
     with ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler()) as manager:
-        step = manager.latest_step() if step is None else step
-        if step not in manager.all_steps():
+        steps = sorted(manager.all_steps())
+        if step is None:
+            return newest_intact(steps, directory, lambda s: _read(manager, fields, s),
+                                 lambda result: result[0])
+        if step not in steps:
             raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; it has "
-                                    f"{sorted(manager.all_steps()) or 'none'}")
-        saved = manager.item_metadata(step).tree
-        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = {name: jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), saved[name])
-            for name in fields if name in saved}
-        restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True))
+                                    f"{steps or 'none'}")
+        fields_read, step = _read(manager, fields, step)
+        if not finite(fields_read):
+            raise CheckpointCorrupt(f"checkpoint step {step} in {directory} holds NaN or "
+                                    "Inf weights")
+        return fields_read, step
+
+
+def _read(manager, fields, step: int) -> tuple[dict, int]:
+    saved = manager.item_metadata(step).tree
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {name: jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), saved[name])
+        for name in fields if name in saved}
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
     return jax.tree.map(np.asarray, restored), step
 
 

@@ -1,4 +1,5 @@
-"""Restoring a checkpoint that does not fit names the first key that differs."""
+"""Restoring: a checkpoint that does not fit names the first key that differs; a
+truncated or non-finite newest step falls back to the intact one before it."""
 
 import re
 
@@ -8,7 +9,12 @@ import optax
 import pytest
 
 from mmjax.config import ConfigError
-from mmjax.train.checkpoint import Checkpointer, CheckpointMismatch
+from mmjax.train.checkpoint import (
+    CheckpointCorrupt,
+    Checkpointer,
+    CheckpointMismatch,
+    read_fields,
+)
 from mmjax.train.state import TrainState
 
 PARAMS = {"encoder": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "head": jnp.ones(4)}
@@ -51,3 +57,48 @@ def test_batchnorm_statistics_missing_from_the_checkpoint_are_named(tmp_path):
     checkpointer = _saved(tmp_path, _state(PARAMS))
     with pytest.raises(CheckpointMismatch, match="batch_stats/bn/mean is not in the checkpoint"):
         checkpointer.restore(_state(PARAMS, {"bn": {"mean": jnp.zeros(2)}}))
+
+
+def _two_steps(directory, second):
+    checkpointer = Checkpointer(directory, every=1, keep=2)
+    checkpointer.maybe_save(_state(PARAMS), 1)
+    checkpointer.maybe_save(second, 2, final=True)
+    checkpointer.close()
+    return Checkpointer(directory, every=1, keep=2)
+
+
+def _truncate_data(step_dir):
+    """Cuts every stored array file of a step in half, as a disk-full or kill would."""
+    files = [p for p in step_dir.rglob("*") if p.is_file() and "d" in p.parent.name]
+    assert files
+    for path in files:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan"])
+def test_a_damaged_newest_step_falls_back_to_the_one_before(tmp_path, caplog, damage):
+    """Training's resume and evaluation's read both pass over it, saying why."""
+    second = _state({**PARAMS, "head": jnp.full(4, jnp.nan if damage == "nan" else 2.0)})
+    checkpointer = _two_steps(tmp_path, second)
+    if damage == "truncated":
+        _truncate_data(tmp_path / "2")
+
+    with caplog.at_level("WARNING"):
+        restored = checkpointer.restore(_state(PARAMS))
+        fields, step = read_fields(tmp_path, ("params",))
+
+    assert step == 1
+    assert float(restored.params["head"][0]) == float(fields["params"]["head"][0]) == 1.0
+    assert "step 2" in caplog.text and "using step 1" in caplog.text
+    with pytest.raises(CheckpointCorrupt if damage == "nan" else Exception):
+        read_fields(tmp_path, ("params",), step=2)  # asked for by number: no fallback
+
+
+def test_no_intact_step_is_one_error_naming_each(tmp_path):
+    nan = _state({**PARAMS, "head": jnp.full(4, jnp.inf)})
+    checkpointer = Checkpointer(tmp_path, every=1, keep=2)
+    checkpointer.maybe_save(nan, 1, final=True)
+    checkpointer.close()
+    with pytest.raises(CheckpointCorrupt, match="step 1 holds NaN or Inf weights"):
+        Checkpointer(tmp_path, every=1, keep=2).restore(_state(PARAMS))
+    assert issubclass(CheckpointCorrupt, ConfigError)
