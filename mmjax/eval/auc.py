@@ -6,22 +6,32 @@ from scipy.stats import rankdata
 from mmjax.config import ConfigError
 
 
+def worst_where_nonfinite(labels, scores) -> np.ndarray:
+    """Scores as float64 with each non-finite one made the worst it can be for its
+    example: below every finite score for a positive, above it for a negative, so a NaN
+    or infinite score never helps (an all-NaN model has AUC 0, not NaN or 1)."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, np.float64)
+    return np.where(np.isfinite(scores), scores, np.where(labels, -np.inf, np.inf))
+
+
 def roc_auc(labels, scores) -> float:
     """P(score of a random positive > score of a random negative), ties counting half
-    (the Mann-Whitney U statistic). NaN when either class is absent."""
+    (the Mann-Whitney U statistic). NaN when either class is absent. Non-finite scores
+    count as the worst (`worst_where_nonfinite`)."""
     labels = np.asarray(labels, bool)
     positives, negatives = labels.sum(), (~labels).sum()
     if not positives or not negatives:
         return float("nan")
-    ranks = rankdata(np.asarray(scores, np.float64))
+    ranks = rankdata(worst_where_nonfinite(labels, scores))
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rates, true positive rates) at every distinct threshold, from (0, 0)."""
     labels = np.asarray(labels, bool)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    sorted_scores, sorted_labels = np.asarray(scores)[order], labels[order]
+    scores = worst_where_nonfinite(labels, scores)
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
     last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
     true_positives = np.cumsum(sorted_labels)[last_of_tie]
     false_positives = np.cumsum(~sorted_labels)[last_of_tie]

@@ -74,6 +74,15 @@ def prompt_directions(ctx, prompts: dict) -> np.ndarray:
     return np.stack(directions)
 
 
+def zeroshot_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of (example, finding) calls that are right: positive when closer to the
+    positive ensemble than to the negative one. A non-finite score is a miss, whatever
+    the label (`NaN > 0` is False, which would otherwise read as a correct negative)."""
+    scores = np.asarray(scores, np.float64)
+    correct = ((scores > 0) == np.asarray(labels, bool)) & np.isfinite(scores)
+    return float(correct.mean())
+
+
 @register("zeroshot")
 def evaluate(ctx, run) -> dict:
     names, options = ctx.label_names, run.options
@@ -93,8 +102,7 @@ def evaluate(ctx, run) -> dict:
         results[query] = {
             "num_examples": int(rows.sum()),
             **per_label_auc(labels, scores, names, focus),
-            # Positive when closer to the positive ensemble than to the negative one.
-            "accuracy": float(((scores > 0) == labels).mean()),
+            "accuracy": zeroshot_accuracy(scores, labels),
         }
         ctx.save_arrays(run.file(f"_{query}.npz"), labels=labels, scores=scores,
                         names=np.asarray(names))
