@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -14,6 +15,8 @@ from mmjax.train.failures import CheckpointWriteError
 from mmjax.train.state import TrainState
 
 log = logging.getLogger(__name__)
+
+DIGEST_KEY = "mmjax_digest"  # in each step's orbax metadata: digest() of what was saved
 
 
 class CheckpointMismatch(ConfigError):
@@ -47,6 +50,58 @@ def first_mismatch(saved: dict, expected: dict) -> str | None:
                 return f"{where} has shape {tuple(have[key])} in the checkpoint, " \
                        f"{tuple(want[key])} in the model"
     return None
+
+
+class CheckpointCorrupt(ConfigError):
+    """No checkpoint in a directory could be read with intact, finite weights."""
+
+
+class DigestMismatch(CheckpointCorrupt):
+    """A checkpoint whose arrays read, but not with the values that were saved."""
+
+
+def _bits(x: jax.Array) -> jax.Array:
+    """The array's bit patterns as uint32 (narrower types widened, 64-bit ones folded)."""
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    unsigned = jnp.dtype(f"uint{x.dtype.itemsize * 8}")
+    bits = jax.lax.bitcast_convert_type(x, unsigned)
+    if unsigned.itemsize == 8:
+        return (bits ^ (bits >> 32)).astype(jnp.uint32)
+    return bits.astype(jnp.uint32)
+
+
+@jax.jit
+def _leaf_digests(leaves: list) -> list:
+    """Two wrapping uint32 sums per array: of its bits, and of its bits times their
+    position. Exact and independent of the reduction order (addition mod 2**32), so the
+    same on any mesh; one changed value, or two swapped ones, changes them."""
+    def one(x):
+        bits = _bits(x).ravel()
+        position = jnp.arange(1, bits.size + 1, dtype=jnp.uint32)
+        return jnp.stack([jnp.sum(bits, dtype=jnp.uint32),
+                          jnp.sum(bits * position, dtype=jnp.uint32)])
+    return [one(x) for x in leaves]
+
+
+def digest(tree) -> dict[str, list[int]]:
+    """{key path: [sum, positional sum]} of every array in `tree`, as saved beside it."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    sums = _leaf_digests([leaf for _, leaf in flat])
+    return {_key_name(path): [int(v) for v in np.asarray(s)]
+            for (path, _), s in zip(flat, sums, strict=True)}
+
+
+def verify(tree, saved: dict | None, where: str) -> None:
+    """Raises DigestMismatch naming the first array of `tree` whose digest differs from
+    the one saved with it; checkpoints written before digests existed pass."""
+    if not saved:
+        return
+    for name, sums in digest(tree).items():
+        if name in saved and saved[name] != sums:
+            raise DigestMismatch(f"{where}: {name} does not hold the values that were saved "
+                                 "(digest mismatch: the files were changed after writing)")
 
 
 @dataclasses.dataclass
@@ -116,6 +171,7 @@ class Checkpointer:
             raise CheckpointMismatch(f"checkpoint step {step} in {self.directory} does not "
                                      f"fit the model: {problem}")
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(fields))
+        verify(restored, _saved_digest(self.manager, step), f"checkpoint step {step}")
         return TrainState(**{"batch_stats": {}, **restored})
 
     def maybe_save(self, state: TrainState, step: int, final: bool = False) -> bool:
@@ -125,7 +181,8 @@ class Checkpointer:
         if not self.due(step, final):
             return False
         try:
-            saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                                      custom_metadata={DIGEST_KEY: digest(state)})
         except Exception as e:  # noqa: BLE001 - every failure of a write is reported alike
             raise self._write_error(e) from e
         return saved
@@ -169,8 +226,8 @@ class Checkpointer:
             "to resume from it.")
 
 
-class CheckpointCorrupt(ConfigError):
-    """No checkpoint in a directory could be read with finite weights."""
+def _saved_digest(manager, step: int) -> dict | None:
+    return (manager.metadata(step).custom_metadata or {}).get(DIGEST_KEY)
 
 
 def finite(tree) -> bool:
@@ -187,6 +244,8 @@ def newest_intact(steps: list[int], directory, read, weights):
             result = read(step)
         except CheckpointMismatch:
             raise
+        except DigestMismatch as e:
+            problems.append(str(e))
         except Exception as e:  # noqa: BLE001 - any failure to read is a damaged step
             problems.append(f"step {step} does not read ({type(e).__name__})")
         else:
@@ -231,6 +290,7 @@ def _read(manager, fields, step: int) -> tuple[dict, int]:
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(
         target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True))
+    verify(restored, _saved_digest(manager, step), f"checkpoint step {step} in {manager.directory}")
     return jax.tree.map(np.asarray, restored), step
 
 

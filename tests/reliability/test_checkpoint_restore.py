@@ -1,6 +1,8 @@
 """Restoring: a checkpoint that does not fit names the first key that differs; a
-truncated or non-finite newest step falls back to the intact one before it."""
+truncated, non-finite or digest-failing newest step falls back to the intact one before
+it."""
 
+import json
 import re
 
 import jax
@@ -13,6 +15,8 @@ from mmjax.train.checkpoint import (
     CheckpointCorrupt,
     Checkpointer,
     CheckpointMismatch,
+    DigestMismatch,
+    digest,
     read_fields,
 )
 from mmjax.train.state import TrainState
@@ -102,3 +106,55 @@ def test_no_intact_step_is_one_error_naming_each(tmp_path):
     with pytest.raises(CheckpointCorrupt, match="step 1 holds NaN or Inf weights"):
         Checkpointer(tmp_path, every=1, keep=2).restore(_state(PARAMS))
     assert issubclass(CheckpointCorrupt, ConfigError)
+
+
+def _step_files(step_dir):
+    return sorted((p for p in step_dir.rglob("*") if p.is_file() and "d" in p.parent.name),
+                  key=lambda p: p.stat().st_size)
+
+
+def test_changed_values_with_finite_weights_fail_the_digest_and_fall_back(tmp_path, caplog):
+    """The digest saved with step 2 no longer matches its arrays (as after bytes flipped
+    on disk that still decode): step 2 is passed over, by resume and by evaluation."""
+    checkpointer = _two_steps(tmp_path, _state({**PARAMS, "head": jnp.full(4, 2.0)}))
+    metadata = tmp_path / "2" / "_CHECKPOINT_METADATA"
+    record = json.loads(metadata.read_text())
+    record["custom_metadata"]["mmjax_digest"]["params/head"][1] += 1
+    metadata.write_text(json.dumps(record))
+
+    with caplog.at_level("WARNING"):
+        restored = checkpointer.restore(_state(PARAMS))
+        fields, step = read_fields(tmp_path, ("params",))
+    assert step == 1 and float(restored.params["head"][0]) == 1.0
+    assert "params/head does not hold the values that were saved" in caplog.text
+    with pytest.raises(DigestMismatch, match="checkpoint step 2 .*params/head"):
+        read_fields(tmp_path, ("params",), step=2)
+    assert issubclass(DigestMismatch, ConfigError)
+
+
+def test_flipped_bytes_never_load_as_other_weights(tmp_path):
+    """Whatever a flipped byte in the stored arrays does to the decoder, the restore gives
+    step 1's weights or step 2's exactly, never something else."""
+    second = _state({**PARAMS, "head": jnp.linspace(-1.0, 1.0, 4)})
+    _two_steps(tmp_path, second)
+    for path in _step_files(tmp_path / "2"):
+        data = bytearray(path.read_bytes())
+        for offset in range(len(data) // 3, len(data), max(len(data) // 7, 1)):
+            data[offset] ^= 0x5A
+        path.write_bytes(bytes(data))
+    fields, step = read_fields(tmp_path, ("params",))
+    expected = PARAMS["head"] if step == 1 else second.params["head"]
+    assert (fields["params"]["head"] == expected).all()
+
+
+@pytest.mark.parametrize("leaf", [
+    jnp.arange(6, dtype=jnp.float32), jnp.arange(6, dtype=jnp.bfloat16),
+    jnp.arange(6, dtype=jnp.int32), jnp.arange(6, dtype=jnp.uint8), jnp.ones(6, bool)])
+def test_the_digest_sees_one_changed_value_and_two_swapped_ones(leaf):
+    base = digest({"x": leaf})["x"]
+    changed = leaf.at[3].set(leaf[3] == 0 if leaf.dtype == bool else leaf[3] + 1)
+    swapped = leaf.at[1].set(leaf[4]).at[4].set(leaf[1])
+    assert digest({"x": changed})["x"] != base
+    if leaf.dtype != bool:
+        assert digest({"x": swapped})["x"] != base
+    assert digest({"x": leaf})["x"] == base  # deterministic
