@@ -3,6 +3,7 @@ metrics in range, learning visible, each example seen exactly once, `mmjax eval`
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config, tree_digest
@@ -11,7 +12,7 @@ from mmjax import trained
 from mmjax.cli import main
 from mmjax.config import ConfigError
 from mmjax.eval import registry
-from mmjax.eval.context import EvalContext
+from mmjax.eval.context import EvalContext, NonfiniteOutputs
 from mmjax.nn.build import model_variables, variable_shardings
 from mmjax.report import write_report
 from mmjax.train.loop import train
@@ -119,6 +120,22 @@ def test_every_example_once_whatever_the_batch_size(evaluated):
     big = ctx.predictions()
     assert np.array_equal(small.index, np.arange(128)) and np.array_equal(big.index, small.index)
     np.testing.assert_allclose(small.embeddings["image"], big.embeddings["image"], atol=1e-5)
+
+
+def test_a_model_giving_nan_embeddings_is_refused_not_scored(evaluated):
+    """One NaN weight in the image tower: every evaluator would otherwise rank and score
+    NaN embeddings as numbers (issue 17: R@1 1.000 for an all-NaN model)."""
+    _, workdir, _, _ = evaluated
+    ctx = trained.load(workdir)
+    params = ctx.variables["params"]
+    tower = next(name for name in params if "image" in name)
+    first = jax.tree_util.tree_flatten_with_path(params[tower])[0][0][0]
+    broken = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * np.nan if path == first else x, params[tower])
+    ctx = ctx.at({**ctx.variables, "params": {**params, tower: broken}}, ctx.step)
+    with pytest.raises(NonfiniteOutputs, match=r"NaN or Inf embeddings/image for (\d+) of \1 "):
+        registry.run_all(ctx, registry.resolve(ctx.cfg))
+    assert issubclass(NonfiniteOutputs, ConfigError)  # `mmjax eval` exits 2 with it
 
 
 def test_mmjax_eval_reproduces_the_end_of_training_evals(evaluated, capsys):

@@ -47,6 +47,25 @@ class Predictions:
     risk_logit: np.ndarray | None  # [N]
 
 
+class NonfiniteOutputs(config_lib.ConfigError):
+    """The model gives NaN or Inf where every evaluator needs numbers."""
+
+
+def check_finite(out: dict[str, np.ndarray], present: dict[str, np.ndarray], where: str) -> None:
+    """Refuses NaN/Inf embeddings of present examples and NaN/Inf head logits: they would
+    rank, score and threshold as arbitrary numbers, so a broken model could look good."""
+    any_present = np.logical_or.reduce(list(present.values()))
+    for name, values in out.items():
+        rows = present.get(name.removeprefix("embeddings/"), any_present)
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1) & rows
+        if bad.any():
+            raise NonfiniteOutputs(
+                f"{where}: the model gives NaN or Inf {name} for {int(bad.sum())} of "
+                f"{int(rows.sum())} examples (first: record {int(np.argmax(bad))}); its "
+                "weights or those inputs are damaged, so nothing is scored. Evaluate an "
+                "earlier checkpoint (--step) or check those records")
+
+
 @dataclasses.dataclass
 class EvalContext:
     """The model, its variables ({"params": model-only parameters, and "batch_stats" when it
@@ -146,6 +165,10 @@ class EvalContext:
             out = self.run(predict, *key,
                            keep=("labels", "has_labels", "risk", "has_risk",
                                  *(f"has_{m}" for m in modalities)))
+            check_finite({**{f"embeddings/{m}": out[f"embeddings/{m}"] for m in modalities},
+                          **{k: out[k] for k in ("diagnosis", "risk_logit") if k in out}},
+                         {m: out[f"has_{m}"] for m in modalities},
+                         f"step {self.step}, split '{key[0]}' of {self.cfg.data.path}")
             self._results[key] = Predictions(
                 index=out["index"],
                 embeddings={m: out[f"embeddings/{m}"] for m in modalities},
