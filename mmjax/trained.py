@@ -13,6 +13,7 @@ from mmjax.data import pipeline
 from mmjax.eval.context import EvalContext
 from mmjax.nn import build as model_build
 from mmjax.parallel.mesh import make_mesh
+from mmjax.train import pins
 from mmjax.train.checkpoint import first_mismatch, place, read_fields
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
             raise config_lib.ConfigError(f"--set {assignment}: only eval.* keys can change "
                                          "after training")
     config_lib.apply(cfg, eval_overrides)
-    tokenizer = pipeline.load_tokenizer(cfg.data)  # the one the model was trained with
+    tokenizer = pins.workdir_tokenizer(workdir, cfg.data)  # the one the model was trained with
     train_manifest = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest
     train_labels = train_manifest.label_names
     # Class weights are part of the objectives the model is defined with.

@@ -15,6 +15,7 @@ from mmjax.data import pipeline
 from mmjax.nn import build as model_build
 from mmjax.parallel import rules
 from mmjax.parallel.mesh import check_divisible, make_mesh, replicated
+from mmjax.train import pins
 from mmjax.train import state as state_lib
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
 from mmjax.train.step import StepBuilder
@@ -29,10 +30,11 @@ FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "d
 
 
 def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
-    """Creates the workdir, refuses to resume under a different model or data config,
-    and records the resolved config."""
+    """Creates the workdir, refuses to resume under a different model or data config or
+    on a dataset other than the one it pinned, and records the resolved config."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
+    is_writer = jax.process_index() == 0  # the workdir is shared by every process of a job
     if path.exists():
         before = config_lib.read(path)
         differences = config_lib.differences(before, cfg)
@@ -44,7 +46,8 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
         for key in differences:  # config.json keeps only the newest: say what it was
             log.warning("resuming %s with %s = %r (was %r)", workdir, key,
                         get(cfg, key), get(before, key))
-    if jax.process_index() == 0:  # the workdir is shared by every process of a job
+    pins.check_and_pin(workdir, cfg.data, pipeline.load_tokenizer(cfg.data), is_writer)
+    if is_writer:
         config_lib.save(cfg, path)
 
 

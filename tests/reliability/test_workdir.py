@@ -11,7 +11,11 @@ import time
 import pytest
 from conftest import tiny_config
 
+from mmjax import trained
 from mmjax.config import ConfigError
+from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.data.write_synthmed import write_synthmed
+from mmjax.train import pins
 from mmjax.train.lock import LOCK_FILE, STALE_SECONDS, WorkdirLock, WorkdirLocked
 from mmjax.train.loop import train
 
@@ -82,3 +86,40 @@ def test_a_workdir_that_cannot_be_written_is_one_clear_error(tmp_path, smoke_dat
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="cannot write to workdir .*file/run"):
         train(tiny_config(smoke_dataset), tmp_path / "file" / "run", progress=False)
+
+
+def test_a_workdir_pins_its_tokenizer_and_shards(tmp_path):
+    """A dataset regenerated at the same path (other shards) or given another tokenizer is
+    refused on resume; evaluation reads the workdir's own tokenizer copy."""
+    data, workdir = tmp_path / "data", tmp_path / "run"
+
+    def dataset(seed: int):
+        write_synthmed(data, 160, 32, seed=seed, image_size=16, modalities=("image", "report"),
+                       vocab_size=128, workers=1, progress=False)
+
+    dataset(0)
+    cfg = tiny_config(data)
+    cfg.train.num_steps, cfg.train.batch_size, cfg.eval.batch_size = 2, 16, 16
+    train(cfg, workdir, progress=False, evaluate=False)
+    original = (data / "tokenizer.json").read_text()
+    pinned = json.loads((workdir / pins.PINS_FILE).read_text())
+    assert pinned["shards"].keys() == {"train", "eval"}
+    assert (workdir / pins.TOKENIZER_FILE).is_file()
+
+    vocab = json.loads(original)
+    words = vocab["model"]["vocab"]
+    first, last = max(words, key=words.get), min(words, key=words.get)
+    words[first], words[last] = words[last], words[first]
+    (data / "tokenizer.json").write_text(json.dumps(vocab))  # the same words, other ids
+    cfg.train.num_steps = 4
+    with pytest.raises(ConfigError, match="another dataset .*its tokenizer differs"):
+        train(cfg, workdir, progress=False, evaluate=False)
+    assert trained.load(workdir).tokenizer.to_str() == \
+        tokenizer_lib.load(workdir / pins.TOKENIZER_FILE).to_str()
+    assert trained.load(workdir).tokenizer.get_vocab() == json.loads(original)["model"]["vocab"]
+
+    dataset(1)  # regenerated: other examples, perhaps the same vocabulary
+    (data / "tokenizer.json").write_text(original)
+    with pytest.raises(ConfigError, match="another dataset .*shards of split 'eval' differ"):
+        train(cfg, workdir, progress=False, evaluate=False)
+    assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 2
