@@ -10,6 +10,7 @@ from mmjax.config import ConfigError
 from mmjax.data.shards import DatasetError
 from mmjax.train.failures import CheckpointWriteError, TrainingDiverged
 
+SIGINT_STATUS = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 COMPILATION_CACHE = os.environ.get(
     "MMJAX_COMPILATION_CACHE", str(Path("~/.cache/mmjax/xla").expanduser())
 )
@@ -33,14 +34,25 @@ def _train(args: argparse.Namespace) -> int:
     _enable_compilation_cache()
     result = train(cfg, args.workdir, progress=not args.no_progress, stop_at=args.stop_at)
     print(f"step {result['step']} of {cfg.train.num_steps}: workdir {args.workdir}")
-    if result["preempted"]:
-        print(f"SIGTERM: saved a checkpoint at step {result['step']}; rerun the same command "
-              "to continue")
-    elif result["step"] < cfg.train.num_steps:
-        print("stopped early with a checkpoint; rerun the same command to continue")
-    elif result["evals"]:
+    if result["step"] < cfg.train.num_steps:
+        print(_stopped(result) if result["signal"] else
+              "stopped early with a checkpoint; rerun the same command to continue")
+        return SIGINT_STATUS if result["signal"] == "SIGINT" else 0
+    if result["evals"]:
         print(format_results(result["evals"]))
     return 0
+
+
+def _stopped(result: dict) -> str:
+    """One line on a run a signal stopped: the checkpoint it saved, or that it saved none
+    (a step in a NaN/Inf streak is never saved) and which one a rerun resumes from."""
+    step, saved = result["step"], result["saved_step"]
+    kept = (f"saved a checkpoint at step {step}" if saved == step else
+            f"step {step} was not saved (NaN/Inf steps); the newest checkpoint is "
+            + (f"step {saved}" if saved else "none"))
+    if result["signal"] == "SIGINT":
+        return f"interrupted: {kept}; rerun the same command to resume"
+    return f"{result['signal']}: {kept}; rerun the same command to continue"
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -291,6 +303,9 @@ def main(argv=None) -> int:
             FileNotFoundError) as e:
         print(f"mmjax: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the train loop, or a second one while saving
+        print("mmjax: interrupted", file=sys.stderr)
+        return SIGINT_STATUS
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ they write, and that the loop closes every one of them however it ends."""
 import dataclasses
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -152,17 +153,37 @@ def test_the_guard_counts_skipped_steps_and_stops_a_diverging_run():
         hook.close(loop)
 
 
-def test_sigterm_asks_the_loop_to_stop_and_the_handler_is_restored():
-    previous = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_ask_the_loop_to_stop_and_the_handlers_are_restored(signum):
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     hook = hooks_lib.Preemption(every=5)
     loop = _loop()
     _after(hook, loop, 1)
     assert not loop.stop
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     _after(hook, loop, 2)
-    assert loop.stop and loop.last
+    assert loop.stop and loop.last and loop.stopped_by == signal.Signals(signum).name
     hook.close(loop)
-    assert signal.getsignal(signal.SIGTERM) == previous
+    assert {s: signal.getsignal(s) for s in previous} == previous
+
+
+def test_a_second_ctrl_c_aborts_while_the_first_is_being_handled():
+    hook = hooks_lib.Preemption(every=5)
+    os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs at the next bytecode; this is only a bound
+    hook.close(_loop())
+
+
+def test_a_checkpoint_hook_records_the_step_it_saved():
+    checkpointer = FakeCheckpointer(every=2)
+    hook = hooks_lib.CheckpointHook(checkpointer, None, lambda x: x)
+    loop = _loop(end=10, saved=1)
+    _after(hook, loop, 3)
+    assert loop.saved == 1
+    _after(hook, loop, 4)
+    assert loop.saved == 4
 
 
 class Recorder(hooks_lib.Hook):

@@ -6,6 +6,8 @@ known."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 from mmjax.config.base import get
@@ -18,16 +20,70 @@ from mmjax.errors import ConfigError
 PATCH_ENCODERS = {"image": ("vit",), "video": ("tubelet",), "signal": None}
 QUERY_MODALITIES = ("image", "video", "signal", "audio")  # retrieved against the report
 FUSED_OBJECTIVES = ("matching", "diagnosis", "risk")  # they read the fused vector
-# The smallest value of each count; eval sections' `every` and `examples` are added below.
-MINIMUMS = {
-    "train.batch_size": 1, "train.accumulation_steps": 1, "train.num_steps": 1,
-    "train.log_every": 1, "train.checkpoint_every": 1, "train.max_checkpoints": 1,
-    "train.keep_checkpoint_every": 0, "train.max_nonfinite_steps": 1, "data.workers": 0,
-    "data.video_frames": 0, "eval.batch_size": 1, "eval.generation.beam_size": 1,
-    "eval.generation.limit": 0, "eval.generation.max_len": 0,
-    "eval.probe.train_examples": 0, "eval.probe.l2": 0,
-    **{f"eval.{kind}.every": 0 for kind in KINDS},
-    **{f"eval.{kind}.examples": 0 for kind in ("retrieval", "generation", "reconstruction")},
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Where a numeric field's value may lie; NaN lies nowhere."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False  # the bound itself is excluded
+    open_high: bool = False
+
+    def __contains__(self, x) -> bool:
+        above = self.low < x if self.open_low else self.low <= x
+        below = x < self.high if self.open_high else x <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return (f"in {'(' if self.open_low else '['}{self.low:g}, "
+                f"{self.high:g}{')' if self.open_high else ']'}")
+
+
+def at_least(low: float) -> Bounds:
+    return Bounds(low)
+
+
+POSITIVE = Bounds(0, open_low=True)
+_TRANSFORMERS = ("image", "text", "video", "signal", "audio", "fusion", "decoder")
+# The range of every bounded numeric field, checked at load (other floats need only be
+# finite, which values.coerce checks); eval sections' `every` and `examples` are added.
+RANGES = {
+    "train.batch_size": at_least(1), "train.accumulation_steps": at_least(1),
+    "train.num_steps": at_least(1), "train.log_every": at_least(1),
+    "train.checkpoint_every": at_least(1), "train.max_checkpoints": at_least(1),
+    "train.keep_checkpoint_every": at_least(0), "train.max_nonfinite_steps": at_least(1),
+    "train.seed": at_least(0), "train.peak_tflops": at_least(0),
+    "data.workers": at_least(0), "data.video_frames": at_least(0),
+    "data.max_text_len": at_least(2),  # [CLS] and [SEP]
+    "data.train_fraction": Bounds(0, 1, open_low=True),
+    "data.signal_seconds": at_least(0), "data.audio_seconds": at_least(0),
+    "optim.learning_rate": at_least(0), "optim.end_learning_rate_factor": at_least(0),
+    "optim.warmup_steps": at_least(0), "optim.weight_decay": at_least(0),
+    "optim.b1": Bounds(0, 1, open_high=True), "optim.b2": Bounds(0, 1, open_high=True),
+    "optim.grad_clip_norm": POSITIVE, "optim.layer_decay": Bounds(0, 1, open_low=True),
+    "model.embed_dim": at_least(1), "model.init_temperature": POSITIVE,
+    "model.max_logit_scale": POSITIVE, "objectives.focal_gamma": at_least(0),
+    **{f"model.{name}.{size}": at_least(1) for name in _TRANSFORMERS
+       for size in ("width", "num_heads", "mlp_dim")},
+    **{f"model.{name}.depth": at_least(0) for name in _TRANSFORMERS},
+    **{f"model.{name}.patch_size": at_least(1) for name in ("image", "video", "signal", "audio")},
+    "model.video.tubelet_frames": at_least(1), "model.audio.waveform_patch": at_least(1),
+    "model.audio.mel_bins": at_least(1), "model.audio.window_ms": POSITIVE,
+    "model.audio.hop_ms": POSITIVE, "model.audio.min_hz": at_least(0),
+    "model.audio.max_hz": at_least(0), "model.text.layer_norm_eps": POSITIVE,
+    "model.text.type_vocab_size": at_least(0), "model.text.max_positions": at_least(0),
+    "model.cnn.width": at_least(1), "model.cnn.norm_groups": at_least(1),
+    "model.cnn.batch_norm_momentum": Bounds(0, 1),
+    "eval.batch_size": at_least(1), "eval.generation.beam_size": at_least(1),
+    "eval.generation.limit": at_least(0), "eval.generation.max_len": at_least(0),
+    "eval.probe.train_examples": at_least(0), "eval.probe.l2": at_least(0),
+    **{f"eval.{kind}.every": at_least(0) for kind in KINDS},
+    **{f"eval.{kind}.examples": at_least(0)
+       for kind in ("retrieval", "generation", "reconstruction")},
 }
 
 
@@ -60,15 +116,15 @@ def validate(cfg: Config) -> Config:
     if not isinstance(cfg, Config):
         raise ConfigError(f"expected a Config, got {type(cfg).__name__}")
     check_types(cfg)
-    for rule in (_minimums, _train, _data, _objectives, _model, _optim, _evaluation):
+    for rule in (_ranges, _train, _data, _objectives, _model, _optim, _evaluation):
         rule(cfg)
     return cfg
 
 
-def _minimums(cfg: Config) -> None:
-    for key, least in MINIMUMS.items():
-        if get(cfg, key) < least:
-            raise ConfigError(f"{key} must be >= {least}, got {get(cfg, key)}")
+def _ranges(cfg: Config) -> None:
+    for key, bounds in RANGES.items():
+        if (value := get(cfg, key)) not in bounds:
+            raise ConfigError(f"{key} must be {bounds}, got {value}")
 
 
 def _train(cfg: Config) -> None:
@@ -93,8 +149,6 @@ def _data(cfg: Config) -> None:
     if not data.modalities or len(set(data.modalities)) < len(data.modalities):
         raise ConfigError(f"data.modalities must name distinct modalities, got "
                           f"{data.modalities}")
-    if not 0 < data.train_fraction <= 1:
-        raise ConfigError(f"data.train_fraction must be in (0, 1], got {data.train_fraction}")
     band = data.signal_bandpass_hz
     if band and not (len(band) == 2 and 0 < band[0] < band[1]):
         raise ConfigError(f"data.signal_bandpass_hz must be () or (low, high) with "

@@ -1,8 +1,9 @@
 """Values against their fields' annotations: `--set` text parsed, Python values (from
-JSON or an experiment file) checked, Literal choices enforced."""
+JSON or an experiment file) checked, Literal choices enforced, floats finite."""
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any
 
@@ -62,7 +63,9 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if typing.get_origin(annotation) is tuple and isinstance(value, list | tuple):
         (item_type, _ellipsis) = typing.get_args(annotation)
         return tuple(coerce(v, item_type, key) for v in value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):  # NaN passes every range check; Inf is never meant
+            raise ConfigError(f"config key '{key}' expects a finite number, got {value!r}")
         return float(value)
     is_bool_as_int = annotation is int and isinstance(value, bool)
     if isinstance(annotation, type) and isinstance(value, annotation) and not is_bool_as_int:

@@ -9,6 +9,7 @@ SHA-256, so a reader can refuse a dataset it would otherwise misread.
 import dataclasses
 import hashlib
 import json
+import math
 import posixpath
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,6 +23,9 @@ from mmjax import storage
 from mmjax.data import schema
 
 MANIFEST = "manifest.json"
+# The most one example's fields may take as the manifest declares them: a larger shape is
+# a damaged or hostile manifest, refused before the pipeline allocates an array of it.
+MAX_EXAMPLE_BYTES = 1 << 30
 _ND_KEY = "__ndarray__"
 _ALLOWED_DTYPES = frozenset(
     ["bool", "uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32",
@@ -125,8 +129,10 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise DatasetError(f"{path}: malformed manifest ({e!r})") from e
     manifest = _manifest_from(data, path)
     for name, spec in manifest.fields.items():
-        if name not in schema.FIELDS or spec.get("dtype") != schema.FIELDS[name][0]:
+        dtype, template = schema.FIELDS.get(name, (None, ()))
+        if spec["dtype"] != dtype or len(spec["shape"]) != len(template):
             raise DatasetError(f"{path}: field '{name}' with {spec} does not match the schema")
+    _check_example_size(manifest.fields, path)
     for shards in manifest.splits.values():
         for shard in shards:
             _inside(storage.path(directory), shard.path, path)
@@ -150,10 +156,11 @@ def _manifest_from(data: Any, path: Path) -> Manifest:
                            f"(this mmjax reads version {schema.SCHEMA_VERSION})")
     need(isinstance(data.get("name"), str), "'name' must be a string")
     fields = data.get("fields")
-    need(isinstance(fields, dict) and all(
-        isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
-        and isinstance(spec.get("shape"), list) and all(map(is_count, spec["shape"]))
-        for spec in fields.values()), "'fields' must map names to {dtype, shape}")
+    need(isinstance(fields, dict), "'fields' must map names to {dtype, shape}")
+    for name, spec in fields.items():
+        need(isinstance(spec, dict) and isinstance(spec.get("dtype"), str)
+             and isinstance(spec.get("shape"), list) and all(map(is_count, spec["shape"])),
+             f"field '{name}' must be {{dtype, shape}} with sizes >= 0, got {spec!r}")
     labels = data.get("label_names")
     need(isinstance(labels, list) and all(isinstance(x, str) for x in labels),
          "'label_names' must be a list of strings")
@@ -170,6 +177,18 @@ def _manifest_from(data: Any, path: Path) -> Manifest:
     return Manifest(name=data["name"], fields=fields, label_names=labels,
                     splits={k: [ShardInfo(**s) for s in v] for k, v in splits.items()},
                     attributes=attributes, schema_version=version)
+
+
+def _check_example_size(fields: dict[str, dict], path) -> None:
+    """Refuses shapes whose example would exceed MAX_EXAMPLE_BYTES, naming the largest."""
+    sizes = {name: math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize
+             for name, spec in fields.items() if spec["dtype"] != "str"}
+    if sum(sizes.values()) > MAX_EXAMPLE_BYTES:
+        name = max(sizes, key=sizes.get)
+        raise DatasetError(
+            f"{path}: field '{name}' of shape {fields[name]['shape']} takes {sizes[name]:,} "
+            f"bytes per example ({sum(sizes.values()):,} for all fields), over the "
+            f"{MAX_EXAMPLE_BYTES:,} an example may take; the manifest is damaged")
 
 
 def _inside(root, relative: str, manifest_path) -> Path:
@@ -331,13 +350,14 @@ class ShardedSource:
             spec = self.manifest.fields.get(name)
             if spec is None:
                 raise DatasetError(f"{where}: field '{name}' is not in the manifest")
-            if isinstance(value, np.ndarray) and (
-                value.dtype.name != spec["dtype"] or list(value.shape) != spec["shape"]
-            ):
-                raise DatasetError(
-                    f"{where}: field '{name}' is {value.dtype.name}{list(value.shape)}, "
-                    f"manifest says {spec['dtype']}{spec['shape']}"
-                )
+            if isinstance(value, np.ndarray):
+                stored = f"{value.dtype.name}{list(value.shape)}"
+                fits = value.dtype.name == spec["dtype"] and list(value.shape) == spec["shape"]
+            else:
+                stored, fits = f"a {type(value).__name__}", _plain_fits(value, spec)
+            if not fits:
+                raise DatasetError(f"{where}: field '{name}' is {stored}, manifest says "
+                                   f"{spec['dtype']}{spec['shape']}")
         return record
 
     def __getstate__(self):
@@ -345,3 +365,11 @@ class ShardedSource:
         state = dict(self.__dict__)
         state["_readers"] = {}
         return state
+
+
+def _plain_fits(value: Any, spec: dict) -> bool:
+    """Whether a value stored as itself, not as an array, is what `spec` declares: a
+    string for 'str', a number for a numeric scalar (never a string for an array)."""
+    if spec["dtype"] == "str":
+        return isinstance(value, str)
+    return not spec["shape"] and isinstance(value, bool | int | float)

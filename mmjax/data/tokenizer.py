@@ -15,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from mmjax import storage
+from mmjax.errors import ConfigError
 
 DATASET_FILE = "tokenizer.json"  # the tokenizer kept next to a dataset's shards
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -77,21 +78,35 @@ def save_for_dataset(directory: str | Path, reports: Sequence[str], vocab_size: 
 
 
 def load(path: str | Path) -> Tokenizer:
-    """A saved tokenizer.json, or a BERT-family WordPiece vocab.txt (one token a line)."""
+    """A saved tokenizer.json, or a BERT-family WordPiece vocab.txt (one token a line).
+    A file that is neither, or lacks a special token, is one ConfigError naming it."""
     path = storage.path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a tokenizer (not UTF-8 text: {e})") from None
     if path.suffix == ".txt":  # one token a line, as WordPiece.read_file reads it
-        vocab = {token.rstrip(): i for i, token in enumerate(path.read_text().splitlines())}
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise ValueError(f"{path}: vocabulary lacks the special tokens {missing}")
+        vocab = {token.rstrip(): i for i, token in enumerate(text.splitlines())}
+        _check_specials(vocab, path)
         return _bert_style(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer = Tokenizer.from_str(path.read_text())
+    try:
+        tokenizer = Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - the library raises bare Exception
+        raise ConfigError(f"{path}: not a tokenizer.json the tokenizers library can read "
+                          f"({e})") from None
+    _check_specials(tokenizer.get_vocab(with_added_tokens=True), path)
     # Shipped tokenizer.json files may pad and truncate on their own; encode() does both.
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
+
+
+def _check_specials(vocab, path) -> None:
+    """encode() and the objectives need every special token ([PAD], [SEP], [MASK], ...)."""
+    if missing := [t for t in SPECIAL_TOKENS if t not in vocab]:
+        raise ConfigError(f"{path}: vocabulary lacks the special tokens {missing}")
 
 
 def special_ids(tokenizer: Tokenizer) -> dict[str, int]:

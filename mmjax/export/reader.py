@@ -2,7 +2,6 @@
 (mmjax.data.tokenizer imports nothing else), so texts are tokenized as in training."""
 
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -11,7 +10,7 @@ import numpy as np
 import safetensors.numpy
 
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.export.layout import EXPORT_JSON, FORMAT, TOKENIZER, VERSION, sha256
+from mmjax.export.layout import EXPORT_JSON, FORMAT, TOKENIZER, VERSION, inside, sha256
 
 
 class ExportedModel:
@@ -72,12 +71,8 @@ class ExportedModel:
 def load(directory: str | Path) -> ExportedModel:
     """An export written by `export`, every file checked against its export.json."""
     directory = Path(directory)
-    info = json.loads(_read(directory / EXPORT_JSON))
-    if info.get("format") != FORMAT or info.get("version", math.inf) > VERSION:
-        raise ValueError(f"{directory / EXPORT_JSON} is not a {FORMAT} of version <= "
-                         f"{VERSION} (format {info.get('format')!r}, version "
-                         f"{info.get('version')!r})")
-    files = {name: _read(directory / name) for name in info["files"]}
+    info = read_info(directory)
+    files = {name: _read(inside(directory, f"files['{name}']", name)) for name in info["files"]}
     for name, digest in info["files"].items():
         if sha256(files[name]) != digest:
             raise ValueError(f"{directory / name} is not the file exported (sha256 differs)")
@@ -91,6 +86,36 @@ def load(directory: str | Path) -> ExportedModel:
         functions[modality] = (jax.jit(exported.call), entry["inputs"])
     tokenizer = tokenizer_lib.load(directory / TOKENIZER)
     return ExportedModel(info, functions, params, tokenizer)
+
+
+def read_info(directory: Path) -> dict:
+    """export.json, checked for what load() reads: its format, and that every file it
+    names is listed (with a SHA-256) under 'files'."""
+    path = directory / EXPORT_JSON
+    try:
+        info = json.loads(_read(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    version = info.get("version")
+    if info.get("format") != FORMAT or not isinstance(version, int) or version > VERSION:
+        raise ValueError(f"{path} is not a {FORMAT} of version <= {VERSION} (format "
+                         f"{info.get('format')!r}, version {version!r})")
+    files, modalities = info.get("files"), info.get("modalities")
+    if not (isinstance(files, dict) and all(isinstance(d, str) for d in files.values())):
+        raise ValueError(f"{path}: 'files' must map file names to SHA-256 digests")
+    if not (isinstance(modalities, dict) and all(isinstance(e, dict)
+                                                 for e in modalities.values())):
+        raise ValueError(f"{path}: 'modalities' must map each modality to its entry")
+    named = {f"modalities.{m}.{part}": entry.get(part)
+             for m, entry in modalities.items() for part in ("function", "params")}
+    for key, name in {**named, "the tokenizer": TOKENIZER}.items():
+        inside(directory, key, name)
+        if name not in files:
+            raise ValueError(f"{path}: {key} names '{name}', which 'files' does not list "
+                             "with its SHA-256")
+    return info
 
 
 def _read(path: Path) -> bytes:

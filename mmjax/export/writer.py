@@ -30,6 +30,7 @@ from mmjax.export.layout import (
     VERSION,
     sha256,
 )
+from mmjax.export.reader import read_info
 
 
 def export(workdir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
@@ -127,6 +128,7 @@ def _write(ctx, workdir: Path, out: Path) -> None:
     (out / CARD).write_text(model_card(ctx, workdir, params, info, source.manifest))
     info["files"] = {p.name: sha256(p.read_bytes()) for p in sorted(out.iterdir())}
     (out / EXPORT_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    read_info(out)  # the reader's rules, paths inside the folder included, before it is moved
 
 
 def _encoder_variables(variables: dict, modality: str) -> dict:
@@ -237,6 +239,3 @@ def _at_rate(manifest, key: str) -> str:
 def _shape(aval) -> str:
     return "[" + ", ".join(str(d) for d in aval.shape) + "]"
 
-
-def _count(tree) -> int:
-    return sum(math.prod(np.shape(x)) for x in jax.tree.leaves(tree))

@@ -33,6 +33,8 @@ class Loop:
     streak: int = 0  # ... in a row, up to the step before this one (read a step late)
     diverged: bool = False  # the guard stopped the run
     stop: bool = False  # a hook asks the loop to stop after this step (preemption)
+    stopped_by: str = ""  # the signal that stopped it ('SIGTERM', 'SIGINT')
+    saved: int | None = None  # the newest step checkpointed (the resumed-from one at first)
     logged: dict = dataclasses.field(default_factory=dict)  # the last logged metrics
     evals: dict | None = None  # the final evaluations' metrics by evaluator
 
@@ -73,36 +75,46 @@ class GuardHook(Hook):
 
 
 class Preemption(Hook):
-    """Notes SIGTERM (preemption, scancel, Ctrl-\\) so the loop can checkpoint and stop;
-    with several hosts they agree through a collective, so only on steps all of them
-    reach together (multiples of `every`)."""
+    """Notes SIGTERM (preemption, scancel) and SIGINT (Ctrl-C) so the loop can checkpoint
+    and stop; with several hosts they agree through a collective, so only on steps all of
+    them reach together (multiples of `every`). A second Ctrl-C is Python's own again: it
+    aborts, even while the checkpoint is being written."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, every: int):
-        self.every, self.requested, self._previous = every, False, None
+        self.every, self.received, self._previous = every, 0, {}
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) or signal.SIG_DFL
+                              for s in self.SIGNALS}  # None: a handler set outside Python
         except ValueError:  # not the main thread: signals cannot be caught here
-            self._previous = None
+            self._previous = {}
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.received = self.received or signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 
-    def agreed(self) -> bool:
-        """True on every host once any host was asked to stop, so all save together."""
+    def agreed(self) -> int:
+        """The signal any host received (0: none), the same on every host so that all
+        save together."""
         if jax.process_count() == 1:
-            return self.requested
-        return bool(np.any(multihost_utils.process_allgather(np.bool_(self.requested))))
+            return self.received
+        return int(np.max(multihost_utils.process_allgather(np.int32(self.received))))
 
     def after_step(self, loop: Loop) -> None:
-        if jax.process_count() == 1 or loop.step % self.every == 0:
-            loop.stop = loop.stop or self.agreed()
+        if loop.stop or (jax.process_count() > 1 and loop.step % self.every):
+            return
+        if received := self.agreed():
+            loop.stop, loop.stopped_by = True, signal.Signals(received).name
 
     def close(self, loop: Loop) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
         if loop.stop:
-            log.warning("SIGTERM: saved the checkpoint of step %d; rerun to resume", loop.step)
+            log.warning("%s: stopped after step %d, the newest checkpoint is step %s; "
+                        "rerun to resume", loop.stopped_by, loop.step, loop.saved)
 
 
 class MetricsHook(Hook):
@@ -148,8 +160,10 @@ class CheckpointHook(Hook):
                         "NaN/Inf; the newest checkpoint is step %s", loop.step,
                         self.checkpointer.latest_step())
             return
-        saved = self.checkpointer.maybe_save(loop.host_state(), loop.step, final=loop.last)
-        if saved and self.metrics_log is not None:
+        if not self.checkpointer.maybe_save(loop.host_state(), loop.step, final=loop.last):
+            return
+        loop.saved = loop.step
+        if self.metrics_log is not None:
             self.metrics_log.flush()
 
     def close(self, loop: Loop) -> None:

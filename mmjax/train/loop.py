@@ -88,11 +88,13 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     """Trains (or resumes) to cfg.train.num_steps, evaluating on the way and at the end.
 
     `stop_at` ends this invocation after that step with a checkpoint and no eval, for
-    jobs that must fit a time slot; SIGTERM does the same at the next step. Rerunning
-    continues exactly where it stopped. `evaluate=False` skips the held-out evals.
+    jobs that must fit a time slot; SIGTERM and SIGINT (Ctrl-C) do the same at the next
+    step. Rerunning continues exactly where it stopped. `evaluate=False` skips the
+    held-out evals.
     Each evaluator runs on its own schedule and after the last step. Returns a dict with
     the step, the last logged metrics, the final evals' metrics by evaluator (None when
-    stopped early or not evaluated), whether it was preempted, and the state.
+    stopped early or not evaluated), whether a signal stopped it and which, the newest
+    checkpointed step, and the state.
     """
     config_lib.validate(cfg)
     workdir = storage.path(workdir, "--workdir")
@@ -142,7 +144,7 @@ def _train(cfg, workdir: Path, devices, progress: bool, stop_at, eval_runs, lock
                    (step_flops, peak))
     if lock is not None:
         hooks.insert(0, hooks_lib.LockRefresh(lock))
-    loop = hooks_lib.Loop(start, end, num_steps, run.host_state)
+    loop = hooks_lib.Loop(start, end, num_steps, run.host_state, saved=start or None)
 
     # ---- Loop.
     try:
@@ -154,4 +156,5 @@ def _train(cfg, workdir: Path, devices, progress: bool, stop_at, eval_runs, lock
         loop.evals = evaluator(eval_runs, num_steps)[0]
     metrics_log.close()
     return {"step": loop.step, "metrics": loop.logged, "evals": loop.evals,
-            "state": run.host_state(), "preempted": loop.stop}
+            "state": run.host_state(), "preempted": loop.stop, "signal": loop.stopped_by,
+            "saved_step": loop.saved}
