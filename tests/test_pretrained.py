@@ -96,7 +96,7 @@ def _save(tensors, path) -> Path:
 
 
 def _block_options(cfg: TextConfig) -> BlockOptions:
-    return BlockOptions(norm=cfg.norm, eps=cfg.layer_norm_eps, exact_gelu=cfg.exact_gelu)
+    return BlockOptions(norm=cfg.norm, eps=cfg.layer_norm_eps, activation=cfg.activation)
 
 
 def test_random_bert_checkpoint_matches_a_numpy_bert(tmp_path):

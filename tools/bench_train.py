@@ -171,7 +171,7 @@ def open_clip_train_step(open_clip, bench: Bench):
     torch.set_num_threads(CORES)
     torch.manual_seed(0)
     m, s = bench.model, bench.shapes
-    act = {"approximate": "tanh"}  # mmjax's GELU (text.exact_gelu is off)
+    act = {"approximate": "tanh"}  # mmjax's GELU (text.activation 'gelu_tanh')
     # open_clip truncates width * mlp_ratio to an int; the +0.5 makes that mlp_dim exactly.
     vision = open_clip.CLIPVisionCfg(
         layers=m.image.depth, width=m.image.width, head_width=m.image.width // m.image.num_heads,

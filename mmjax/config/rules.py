@@ -75,6 +75,7 @@ RANGES = {
     "model.audio.mel_bins": at_least(1), "model.audio.window_ms": POSITIVE,
     "model.audio.hop_ms": POSITIVE, "model.audio.min_hz": at_least(0),
     "model.audio.max_hz": at_least(0), "model.text.layer_norm_eps": POSITIVE,
+    "model.image.layer_norm_eps": POSITIVE,
     "model.text.type_vocab_size": at_least(0), "model.text.max_positions": at_least(0),
     "model.cnn.width": at_least(1), "model.cnn.norm_groups": at_least(1),
     "model.cnn.batch_norm_momentum": Bounds(0, 1),
@@ -243,6 +244,9 @@ def _model(cfg: Config) -> None:
             f"model.video.pool={model.video.pool} does not go with model.video.encoder="
             f"{model.video.encoder} (attention {model.video.attention}, temporal "
             f"{model.video.temporal}); choose from {', '.join(pools)}")
+    if model.image.cls_position and model.image.pool != "cls":
+        raise ConfigError("model.image.cls_position needs model.image.pool=cls (it gives the "
+                          f"CLS token a position), got pool={model.image.pool}")
 
 
 def _optim(cfg: Config) -> None:

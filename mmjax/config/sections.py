@@ -13,6 +13,9 @@ from mmjax.errors import ConfigError
 Modality = Literal["image", "video", "signal", "audio", "report"]
 ImageEncoder = Literal["vit", "resnet", "vgg"]
 Dtype = Literal["float32", "bfloat16", "float16"]
+# The MLP nonlinearity (mmjax/nn/transformer.py ACTIVATIONS): gelu_tanh (ViT, mmjax's own
+# models), gelu (exact, BERT), quick_gelu (OpenAI CLIP).
+Activation = Literal["gelu_tanh", "gelu", "quick_gelu"]
 
 
 def weight(default: float) -> float:
@@ -75,17 +78,26 @@ class ViTConfig(TransformerSize):
     patch_size: int = 8
     pool: Literal["cls", "mean", "map"] = "cls"  # map: attention pooling
     positions: Literal["learned", "sincos"] = "learned"
+    # What imported checkpoints need (mmjax/interop): a LayerNorm before the blocks and a
+    # position for the CLS token (OpenAI CLIP, timm), no bias on the patch projection
+    # (CLIP), their nonlinearity and LayerNorm epsilon.
+    pre_norm: bool = False
+    cls_position: bool = False
+    patch_bias: bool = True
+    activation: Activation = "gelu_tanh"
+    layer_norm_eps: float = 1e-6
 
 
 @dataclasses.dataclass
 class TextConfig(TransformerSize):
-    pool: Literal["cls", "mean"] = "mean"
+    # last: the last real token (CLIP's end-of-text token; with `causal` it has read them all)
+    pool: Literal["cls", "mean", "last"] = "mean"
     causal: bool = False
     # BERT compatibility (see mmjax/nn/pretrained.py): post-norm blocks, exact GELU,
     # a LayerNorm after the embeddings, token types and a 512-row position table.
     norm: Literal["pre", "post"] = "pre"
     layer_norm_eps: float = 1e-6
-    exact_gelu: bool = False
+    activation: Activation = "gelu_tanh"
     embed_norm: bool = False
     type_vocab_size: int = 0
     max_positions: int = 0  # 0 = data.max_text_len

@@ -26,6 +26,7 @@ class PatchEmbed(nn.Module):
     width: int
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -35,7 +36,8 @@ class PatchEmbed(nn.Module):
         for size, p in zip(axes, self.patch, strict=True):
             _check_divisible(size, p, "input size")
         patches = patchify(x, self.patch)
-        embedded = dense(self.width, "patch", "embed", self.dtype, self.param_dtype, "proj")
+        embedded = dense(self.width, "patch", "embed", self.dtype, self.param_dtype, "proj",
+                         use_bias=self.use_bias)
         return constrain(embedded(patches), "batch", "length", "embed")
 
 

@@ -14,13 +14,17 @@ from mmjax.nn.transformer import BlockOptions, Transformer
 
 
 def pool_tokens(tokens, mask, how: str):
-    """'cls' takes the first token; 'mean' averages the tokens where mask is True."""
+    """'cls' takes the first token; 'mean' averages the tokens where mask is True; 'last'
+    takes the last token where it is True (the mask marks a prefix)."""
     if how == "cls":
         return tokens[:, 0]
+    if how == "last":
+        last = jnp.maximum(mask.sum(axis=1) - 1, 0)
+        return jnp.take_along_axis(tokens, last[:, None, None], axis=1)[:, 0]
     if how == "mean":
         weights = mask[..., None].astype(tokens.dtype)
         return (tokens * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
-    raise ValueError(f"unknown pooling '{how}' (expected 'cls', 'mean' or 'map')")
+    raise ValueError(f"unknown pooling '{how}' (expected 'cls', 'mean', 'last' or 'map')")
 
 
 class MapPool(nn.Module):
@@ -54,22 +58,34 @@ class _TokenEncoder(nn.Module):
     the order of `keep` when given.
     """
 
-    def encode(self, x, cfg, options: BlockOptions, positions="learned", keep=None, mask=None):
-        """`mask` [B, L] marks real tokens (padding of shorter inputs is never attended to)."""
-        x = PositionEmbed(positions, name="pos_embed")(x)
+    def encode(self, x, cfg, options: BlockOptions, positions="learned", keep=None, mask=None,
+               cls_position=False, pre_norm=False):
+        """`mask` [B, L] marks real tokens (padding of shorter inputs is never attended to).
+        `cls_position`: the CLS token has a row of the position table (the first), as in
+        CLIP and timm; `pre_norm`: a LayerNorm ('ln_pre') before the blocks (CLIP)."""
+        use_cls = cfg.pool == "cls"
+        if use_cls:
+            cls = self.param("cls", kernel_init(None, None, "embed", init=nn.initializers.zeros),
+                             (1, 1, x.shape[-1]), jnp.float32)
+            cls = jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(x.dtype)
+        if cls_position:
+            if not use_cls:
+                raise ValueError("cls_position needs pool='cls'")
+            x = PositionEmbed(positions, name="pos_embed")(jnp.concatenate([cls, x], axis=1))
+            cls, x = x[:, :1], x[:, 1:]
+        else:
+            x = PositionEmbed(positions, name="pos_embed")(x)
         padded = mask is not None
         mask = mask if padded else jnp.ones(x.shape[:2], bool)
         if keep is not None:
             x, mask = keep_tokens(x, keep), keep_tokens(mask, keep)
-        use_cls = cfg.pool == "cls"
         key_mask = mask if padded else None
         if use_cls:
-            cls = self.param("cls", kernel_init(None, None, "embed", init=nn.initializers.zeros),
-                             (1, 1, x.shape[-1]), jnp.float32)
-            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])).astype(
-                x.dtype), x], axis=1)
+            x = jnp.concatenate([cls, x], axis=1)
             if padded:
                 key_mask = jnp.concatenate([jnp.ones((x.shape[0], 1), bool), mask], axis=1)
+        if pre_norm:
+            x = layer_norm(options.dtype, options.param_dtype, "ln_pre", options.eps)(x)
         x = Transformer(cfg.depth, cfg.num_heads, cfg.mlp_dim, options, name="transformer")(
             x, key_mask=key_mask)
         x = constrain(x, "batch", "length", "embed")
@@ -88,10 +104,13 @@ class ViTEncoder(_TokenEncoder):
 
     @nn.compact
     def __call__(self, images, keep=None):
-        cfg, o = self.config, self.options
+        cfg = self.config
+        o = dataclasses.replace(self.options, eps=cfg.layer_norm_eps, activation=cfg.activation)
         patch = (cfg.patch_size, cfg.patch_size)
-        x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, name="patch_embed")(images)
-        return self.encode(x, cfg, o, cfg.positions, keep)
+        x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, cfg.patch_bias,
+                       name="patch_embed")(images)
+        return self.encode(x, cfg, o, cfg.positions, keep, cls_position=cfg.cls_position,
+                           pre_norm=cfg.pre_norm)
 
 
 class TextEncoder(_TokenEncoder):
@@ -108,7 +127,7 @@ class TextEncoder(_TokenEncoder):
     def setup(self):
         cfg = self.config
         o = dataclasses.replace(self.options, norm=cfg.norm, eps=cfg.layer_norm_eps,
-                                exact_gelu=cfg.exact_gelu)
+                                activation=cfg.activation)
         self.token_embed = nn.Embed(
             self.vocab_size, cfg.width, dtype=o.dtype, param_dtype=o.param_dtype,
             embedding_init=kernel_init("vocab", "embed", init=nn.initializers.normal(0.02)),

@@ -5,6 +5,7 @@ weights. Blocks can be rematerialised to trade compute for activation memory.
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,10 +20,22 @@ class BlockOptions:
 
     norm: str = "pre"  # pre | post
     eps: float = 1e-6
-    exact_gelu: bool = False  # BERT uses the erf form; ViT/CLIP the tanh approximation
+    activation: str = "gelu_tanh"  # a key of ACTIVATIONS
     remat: bool = False
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+
+
+def quick_gelu(x):
+    """OpenAI CLIP's sigmoid approximation of GELU, which its weights were trained with."""
+    return x * nn.sigmoid(1.702 * x)
+
+
+# The MLP nonlinearity by name: ViT and mmjax's own models use the tanh approximation,
+# BERT the exact (erf) form, OpenAI CLIP its quick approximation.
+ACTIVATIONS = {"gelu_tanh": functools.partial(nn.gelu, approximate=True),
+               "gelu": functools.partial(nn.gelu, approximate=False),
+               "quick_gelu": quick_gelu}
 
 
 class MlpBlock(nn.Module):
@@ -33,7 +46,7 @@ class MlpBlock(nn.Module):
     def __call__(self, x):
         o = self.options
         y = dense(self.mlp_dim, "embed", "mlp", o.dtype, o.param_dtype, "fc1")(x)
-        y = constrain(nn.gelu(y, approximate=not o.exact_gelu), "batch", "length", "mlp")
+        y = constrain(ACTIVATIONS[o.activation](y), "batch", "length", "mlp")
         return dense(x.shape[-1], "mlp", "embed", o.dtype, o.param_dtype, "fc2")(y)
 
 
