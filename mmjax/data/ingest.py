@@ -1,21 +1,25 @@
 """Raw clinical files -> a sharded dataset, counting every file it could not use.
 
 Sources: a CSV/JSONL manifest (image folder + reports + labels, what most users have),
-or a folder of DICOM (grouped into one record per study), video and ECG files. A bad
-file is logged with its reason in `ingest_report.json` and the rest goes on; the
-held-out split is chosen per patient by a hash, so no patient spans both splits.
+whose columns decide what each file must be, or a folder of DICOM (grouped into one
+record per study), video and ECG files, read by suffix. A bad file or manifest row is
+logged with its reason in `ingest_report.json` and the rest goes on; a bad manifest as a
+whole or a bad flag is one ConfigError. No file outside the source folder is read, even
+through a symlink. The held-out split is chosen per patient by a hash, so no patient
+spans both splits.
 """
 
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from tqdm import tqdm
+from tqdm import tqdm  # disable=None: a progress bar on a terminal only, not in logs
 
 from mmjax.config import ConfigError
 from mmjax.data import schema, shards
@@ -30,6 +34,19 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 ECG_SUFFIXES = (".hea", ".npy", ".csv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", "")
+# What a manifest column's file must be: its suffixes, and the words for an error.
+COLUMN_SUFFIXES = {"image": IMAGE_SUFFIXES, "video": VIDEO_SUFFIXES, "signal": ECG_SUFFIXES,
+                   "audio": AUDIO_SUFFIXES}
+COLUMN_KINDS = {
+    "image": "an image (PNG/JPEG/TIFF/BMP or a single-frame DICOM image)",
+    "video": "a video (MP4/AVI/MOV/MKV/WebM or a multi-frame DICOM)",
+    "signal": "an ECG (.hea/.npy/.csv or a DICOM waveform)",
+    "audio": "audio (WAV/FLAC/OGG/MP3/M4A)",
+}
+TARGETS = {"risk": np.uint8, "age": np.float32, "sex": np.uint8}  # dtypes as in schema.FIELDS
+GREYED = "converted_to_grey"  # an item key, counted by Tally.take and never stored
+COLOUR_TOLERANCE = 2 / 255  # JPEG rounding leaves grey photographs a level or two off grey
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,38 +69,56 @@ class Shapes:
     def audio_samples(self) -> int:
         return int(round(self.audio_rate_hz * self.audio_seconds))
 
-    def fields(self, modalities, num_labels: int) -> dict[str, tuple]:
+    def fields(self, modalities, num_labels: int, targets=()) -> dict[str, tuple]:
         fields = {"patient_id": (), **schema.modality_shapes(
             modalities, self.image_size, self.channels, self.frames, self.signal_samples,
             self.audio_samples)}
         if num_labels:
             fields["labels"] = (num_labels,)
+        fields.update({target: () for target in targets})
         return fields
 
 
 @dataclasses.dataclass
 class Tally:
-    """What happened to every input file."""
+    """What happened to every input file and manifest row."""
 
     files: int = 0
     records: int = 0
+    rows_refused: int = 0  # manifest rows refused before any of their files was read
+    converted_to_grey: int = 0  # colour images stored grey (--channels 1)
     errors: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
+    ignored_columns: dict = dataclasses.field(default_factory=dict)
 
     def error(self, error: FormatError) -> None:
         log.warning("skipping %s", error)
         self.errors.append({"path": str(error.path), "reason": error.reason})
 
+    def refuse_row(self, error: FormatError) -> None:
+        self.rows_refused += 1
+        self.error(error)
+
+    def take(self, item: dict) -> dict:
+        """`item` without its GREYED flag, which is counted."""
+        self.converted_to_grey += bool(item.pop(GREYED, False))
+        return item
+
     @property
     def error_fraction(self) -> float:
-        return len(self.errors) / max(self.files, 1)
+        return len(self.errors) / max(self.files + self.rows_refused, 1)
 
 
 # ---- One modality at a time, each to its stored form.
 
 
 def _image(pixels01: np.ndarray, shapes: Shapes) -> dict:
-    return {"image": convert.to_stored_image(pixels01, shapes.image_size, shapes.channels)}
+    """Flagged GREYED when colour is lost, so the report counts it."""
+    item = {"image": convert.to_stored_image(pixels01, shapes.image_size, shapes.channels)}
+    if shapes.channels == 1 and pixels01.ndim == 3 and (
+            np.ptp(pixels01, axis=-1).max(initial=0) > COLOUR_TOLERANCE):
+        item[GREYED] = True
+    return item
 
 
 def _video(frames: np.ndarray, shapes: Shapes) -> dict:
@@ -116,14 +151,15 @@ def _file_item(path: Path, shapes: Shapes) -> dict:
     """A non-DICOM file by its suffix."""
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
-        return {**_video(video.read_video(path).frames, shapes), **_audio(path, shapes)}
+        frames = video.read_video(path, shapes.frames).frames  # only the sampled frames
+        return {**_video(frames, shapes), **_audio(path, shapes)}
     if suffix in AUDIO_SUFFIXES:
         return _audio(path, shapes)
     if suffix in ECG_SUFFIXES:
         item = ecg.read_ecg(path)
         return _signal(item.signal, item.rate_hz, item.lead_names, shapes, path)
     if suffix in IMAGE_SUFFIXES:
-        return _image(tabular.read_image(path), shapes)
+        return _image(tabular.read_image(path, shapes.image_size), shapes)
     raise FormatError(path, f"unsupported file type '{suffix}'")
 
 
@@ -141,17 +177,48 @@ def _dicom_item(path: Path, shapes: Shapes) -> dict:
 # ---- Sources.
 
 
-def _from_manifest(path: Path, shapes: Shapes, tally: Tally) -> Iterator[dict]:
-    rows = tabular.read_manifest(path)
-    root = path.parent
-    for row in tqdm(rows, desc="ingest", unit="row"):
-        record = {"patient_id": row.patient_id, "labels": row.labels}
+def _column_item(column: str, path: Path, shapes: Shapes) -> dict:
+    """A manifest file read as its column says: a WAV in `image` is an error, not audio."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES and column != "audio":
+        item = _dicom_item(path, shapes)
+        if column not in item:
+            kind = next(m for m in schema.MODALITIES if m in item)
+            raise FormatError(path, f"column '{column}' holds a DICOM {kind}, not "
+                                    f"{COLUMN_KINDS[column]}")
+        return item
+    if suffix not in COLUMN_SUFFIXES[column]:
+        raise FormatError(path, f"column '{column}' takes {COLUMN_KINDS[column]}, "
+                                f"not {path.name!r}")
+    return _file_item(path, shapes)
+
+
+def _inside(root: str, path: Path) -> Path:
+    """`path`, refused if it resolves (symlinks followed) outside `root`, a realpath."""
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        raise FormatError(path, f"resolves to {real}, outside {root}")
+    return path
+
+
+def _from_manifest(manifest: Path, parsed: tabular.ParsedManifest, shapes: Shapes,
+                   tally: Tally) -> Iterator[dict]:
+    """One record per good row; a row with a bad file is counted and left out."""
+    for error in parsed.bad_rows:
+        tally.refuse_row(error)
+    tally.ignored_columns = parsed.ignored
+    root = os.path.realpath(manifest.parent)
+    for row in tqdm(parsed.rows, desc="ingest", unit="row", disable=None):
+        record = {"patient_id": row.patient_id, "labels": row.labels,
+                  **{t: dtype(getattr(row, t)) for t, dtype in TARGETS.items()
+                     if getattr(row, t) is not None}}
         try:
-            for field in tabular.PATH_FIELDS:
-                relative = getattr(row, field)
+            for column in tabular.PATH_FIELDS:  # audio last: its column wins over a track
+                relative = getattr(row, column)
                 if relative:
                     tally.files += 1
-                    record.update(_file_item(root / relative, shapes))
+                    path = _inside(root, manifest.parent / relative)
+                    record.update(tally.take(_column_item(column, path, shapes)))
         except FormatError as e:
             tally.error(e)
             continue
@@ -170,11 +237,13 @@ def _study_key(path: Path) -> tuple[str, str]:
 def _from_folder(root: Path, kind: str, shapes: Shapes, tally: Tally) -> Iterator[dict]:
     """DICOM files become one record per study; other files one record each."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and _wanted(p, kind))
+    real_root = os.path.realpath(root)
     studies: dict[tuple[str, str], dict] = {}
-    for path in tqdm(files, desc="ingest", unit="file"):
+    for path in tqdm(files, desc="ingest", unit="file", disable=None):
         tally.files += 1
         is_dicom = path.suffix.lower() == ".dcm" or kind == "dicom"
         try:
+            _inside(real_root, path)
             item = _dicom_item(path, shapes) if is_dicom else _file_item(path, shapes)
             key = _study_key(path) if is_dicom else (path.stem, path.stem)
         except FormatError as e:
@@ -189,7 +258,7 @@ def _from_folder(root: Path, kind: str, shapes: Shapes, tally: Tally) -> Iterato
             tally.skipped.append({"path": str(path),
                                   "reason": f"study already has {sorted(clash)[0]}"})
             continue
-        record.update(item)
+        record.update(tally.take(item))
     yield from studies.values()
 
 
@@ -221,11 +290,18 @@ def _read_source(src: Path, source_format: str, shapes: Shapes, tally: Tally) ->
         raise ConfigError(f"--format '{source_format}' is unknown; choose from {FORMATS}")
     if not src.exists():
         raise FileNotFoundError(f"source not found: {src}")
-    is_manifest = src.is_file() and src.suffix.lower() in (".csv", ".jsonl")
+    is_manifest = src.is_file() and src.suffix.lower() in tabular.MANIFEST_SUFFIXES
     if source_format == "manifest" or (source_format == "auto" and is_manifest):
-        records = list(_from_manifest(src, shapes, tally))
-    else:
+        try:
+            parsed = tabular.parse_manifest(src)
+        except FormatError as e:  # the manifest as a whole: nothing to count and go on with
+            raise ConfigError(f"manifest {e}") from None
+        records = list(_from_manifest(src, parsed, shapes, tally))
+    elif src.is_dir():
         records = list(_from_folder(src, source_format, shapes, tally))
+    else:
+        raise ConfigError(f"{src} is neither a folder nor a manifest "
+                          f"({', '.join(tabular.MANIFEST_SUFFIXES)})")
     tally.records = len(records)
     return records
 
@@ -254,20 +330,26 @@ def ingest(
 ) -> dict:
     """Ingests `src` into the dataset folder `out`; returns the ingest report.
 
-    Raises ConfigError when more than `max_errors` of the files failed (the dataset
-    and its report are still written, so the failures can be inspected).
+    Raises ConfigError for flags out of range, before reading anything, and when more
+    than `max_errors` of the files and manifest rows failed or none made a record (the
+    dataset and its report are still written, so the failures can be inspected).
     """
+    if not 0 <= eval_fraction < 1:
+        raise ConfigError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+    if not 0 <= max_errors <= 1:
+        raise ConfigError(f"--max-errors must be in [0, 1], got {max_errors}")
     src, out = Path(src), Path(out)
     tally = Tally()
     records = _read_source(src, source_format, shapes, tally)
     label_names = sorted({name for r in records for name in r.get("labels", {})})
     modalities = [m for m in schema.MODALITIES if any(m in r for r in records)]
+    targets = [t for t in TARGETS if any(t in r for r in records)]
     splits = _split(records, label_names, eval_fraction)
     reports = [r["report"] for r in splits["train"] if "report" in r]
 
     out.mkdir(parents=True, exist_ok=True)
     shards.write_dataset(
-        out, src.stem or "ingested", splits, shapes.fields(modalities, len(label_names)),
+        out, src.stem or "ingested", splits, shapes.fields(modalities, len(label_names), targets),
         label_names,
         {"source": str(src), **dataclasses.asdict(shapes)},
         before_manifest=lambda directory: tokenizer_lib.save_for_dataset(
@@ -277,13 +359,32 @@ def ingest(
         "source": str(src), "files": tally.files, "records": tally.records,
         "splits": {name: len(rows) for name, rows in splits.items()},
         "modalities": modalities, "label_names": label_names,
+        "targets": targets, "rows_refused": tally.rows_refused,
+        "ignored_columns": tally.ignored_columns, "converted_to_grey": tally.converted_to_grey,
         "error_fraction": tally.error_fraction, "errors": tally.errors,
         "skipped": tally.skipped,
     }
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    _warn(tally, modalities)
     if tally.error_fraction > max_errors:
+        what = "files and manifest rows" if tally.rows_refused else "files"
         raise ConfigError(
-            f"{len(tally.errors)} of {tally.files} files failed ({tally.error_fraction:.1%} > "
-            f"--max-errors {max_errors:.1%}); see {out / REPORT}"
+            f"{len(tally.errors)} of {tally.files + tally.rows_refused} {what} failed "
+            f"({tally.error_fraction:.1%} > --max-errors {max_errors:.1%}); see {out / REPORT}"
         )
+    if not tally.records:
+        raise ConfigError(f"no records in {src}; see {out / REPORT}")
     return report
+
+
+def _warn(tally: Tally, modalities) -> None:
+    """One warning each for what the user likely did not mean: ignored columns, lost colour."""
+    if tally.ignored_columns:
+        named = ", ".join(f"'{c}'" + (f" (rename it '{to}'?)" if to else "")
+                          for c, to in tally.ignored_columns.items())
+        no_files = not set(modalities) & set(tabular.PATH_FIELDS)
+        log.warning("ignored manifest columns %s%s", named,
+                    "; the dataset has no image, video, signal or audio" if no_files else "")
+    if tally.converted_to_grey:
+        log.warning("%d colour images were stored grey (--channels 1); pass --channels 3 to "
+                    "keep colour", tally.converted_to_grey)

@@ -9,15 +9,17 @@ from mmjax.data import schema
 from mmjax.data.shards import ShardedSource, read_manifest
 
 GRID_EXAMPLES = 6
+TARGETS = ("risk", "age", "sex")  # per-record values a manifest may leave blank
 
 
 def summarize(directory: str | Path) -> dict:
-    """Per split: records, presence rate per modality, prevalence per label."""
+    """Per split: records, presence rate per modality and per risk/age/sex, prevalence per
+    label."""
     manifest = read_manifest(directory)
     summary = {"name": manifest.name, "splits": {}}
     for split in manifest.splits:
         source = ShardedSource(directory, split)
-        present = {m: 0 for m in schema.MODALITIES if m in manifest.fields}
+        present = {m: 0 for m in (*schema.MODALITIES, *TARGETS) if m in manifest.fields}
         label_counts = np.zeros(len(manifest.label_names))
         labelled = 0
         for i in range(len(source)):

@@ -5,6 +5,11 @@ float32 in [-1, 1], and channels are averaged to one. A stream that fails to dec
 part-way raises, as for video. FFmpeg reads a cut WAV as a short one without
 complaint, so WAV files are also checked against the data size their header
 declares; a cut MP3 declares no reliable length and is not detected.
+
+Hostile files are refused before they cost memory or poison a dataset: a rate outside
+`convert.AUDIO_RATE_HZ`, a declared length over `MAX_AUDIO_SAMPLES` (checked from the
+header before decoding, and again while decoding, for headers that understate), and
+float samples that are NaN, Inf or beyond float16, counted.
 """
 
 import dataclasses
@@ -16,6 +21,9 @@ import numpy as np
 from mmjax.data.formats import FormatError, convert, existing_file
 
 RIFF_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data sizes that streaming recorders leave unset
+# Samples per channel one file may decode to: 512 MB of float32 mono, twice that while the
+# chunks are joined; 46 minutes at 48 kHz, 4.6 hours at 8 kHz.
+MAX_AUDIO_SAMPLES = 2**27
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,36 +69,75 @@ def fit_length(samples: np.ndarray, length: int) -> tuple[np.ndarray, int]:
 
 def _decode(path: str) -> tuple[list[np.ndarray], int] | None:
     """Mono float32 chunks of the first audio stream and its rate; None for a silent video."""
-    chunks, rate = [], None
+    chunks, rate, decoded = [], None, 0
+    unusable, values = np.zeros(2, np.int64), 0  # counted over every channel
     try:
         with av.open(path) as container:
             if not container.streams.audio:
                 if container.streams.video:
                     return None
                 raise FormatError(path, "no audio or video stream")
-            for frame in container.decode(container.streams.audio[0]):
-                if rate is not None and frame.sample_rate != rate:
+            stream = container.streams.audio[0]
+            _check_declared_length(path, container, stream)
+            for frame in container.decode(stream):
+                if rate is None:
+                    rate = convert.check_rate(path, frame.sample_rate, convert.AUDIO_RATE_HZ,
+                                              "sample rate (Hz)")
+                elif frame.sample_rate != rate:
                     raise FormatError(path, f"rate changes, {rate} -> {frame.sample_rate} Hz")
-                rate = frame.sample_rate
-                chunks.append(_mono_float(frame))
+                decoded += frame.samples
+                if decoded > MAX_AUDIO_SAMPLES:
+                    raise FormatError(
+                        path,
+                        f"decodes past the budget of {MAX_AUDIO_SAMPLES} samples "
+                        f"({MAX_AUDIO_SAMPLES / rate:.0f} s at {rate:g} Hz)",
+                    )
+                array = _channels(frame)
+                if array.dtype.kind == "f":
+                    unusable += convert.unusable_samples(array)
+                values += array.size
+                chunks.append(_mono_float(array))
     except FormatError:
         raise
     except Exception as e:  # FFmpeg errors on cut or damaged streams
-        seconds = sum(map(len, chunks)) / rate if rate else 0
+        seconds = decoded / rate if rate else 0
         what = f"corrupt audio after {seconds:.2f} s" if chunks else "unreadable audio"
         raise FormatError.caused_by(path, what, e) from e
+    convert.check_counts(path, unusable, values, "samples")
     return chunks, rate
 
 
-def _mono_float(frame: av.AudioFrame) -> np.ndarray:
-    """float32 [samples]: the mean of the channels, each scaled to [-1, 1].
+def _check_declared_length(path: str, container, stream: av.AudioStream):
+    """Refuse, before decoding, a stream whose header says it is longer than the budget."""
+    if stream.duration is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    else:
+        return
+    samples = seconds * stream.sample_rate
+    if samples > MAX_AUDIO_SAMPLES:
+        raise FormatError(
+            path,
+            f"declares {seconds:.0f} s at {stream.sample_rate} Hz, {samples:.0f} samples: over "
+            f"the budget of {MAX_AUDIO_SAMPLES}",
+        )
+
+
+def _channels(frame: av.AudioFrame) -> np.ndarray:
+    """[channels, samples], whether the frame is planar or packed."""
+    array = frame.to_ndarray()
+    if not frame.format.is_planar:  # packed: [1, samples * channels], interleaved
+        array = array.reshape(-1, frame.layout.nb_channels).T
+    return array
+
+
+def _mono_float(array: np.ndarray) -> np.ndarray:
+    """float32 [samples]: the mean of the [channels, samples], each scaled to [-1, 1].
 
     Floats are clipped, as lossy decoders overshoot full scale slightly; integers
     are divided by their full scale, unsigned ones centred first.
     """
-    array = frame.to_ndarray()
-    if not frame.format.is_planar:  # packed: [1, samples * channels], interleaved
-        array = array.reshape(-1, frame.layout.nb_channels).T
     if array.dtype.kind == "f":
         return np.clip(array.mean(0, dtype=np.float32), -1, 1)
     full_scale = 2.0 ** (8 * array.dtype.itemsize - 1)

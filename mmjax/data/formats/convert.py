@@ -20,6 +20,12 @@ LUMA_601 = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 RGB -> gr
 # PIL's bilinear filter widens its support when shrinking, so downscaling is antialiased.
 RESIZE_FILTER = Image.Resampling.BILINEAR
 MAX_RATE_DENOMINATOR = 1000  # resampling ratios are approximated by fractions up to this
+# Signals and audio are stored as float16: a finite sample beyond this would become Inf.
+STORED_SAMPLE_MAX = float(np.finfo(np.float16).max)  # 65504
+# Plausible rates; a header outside them is damaged or hostile, not a recording.
+SIGNAL_RATE_HZ = (1.0, 100_000.0)  # ECG and other waveforms
+AUDIO_RATE_HZ = (1_000.0, 768_000.0)
+FRAME_RATE_FPS = (1e-3, 10_000.0)  # a frame every 17 minutes (dynamic studies) to high-speed
 
 # Lead labels seen in the wild -> schema name; keys are upper case without spaces. "-aVR"
 # (inverted aVR of the Cabrera display) is absent on purpose: its sign is flipped.
@@ -43,22 +49,52 @@ def lead_name(label: str) -> str | None:
     return LEAD_ALIASES.get(re.sub(r"[\s_]", "", key).upper())
 
 
-def millivolt_channels(signal: np.ndarray, units: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+def millivolt_channels(
+    signal: np.ndarray, units: Sequence[str], path: str
+) -> tuple[np.ndarray, list[int]]:
     """Channels recorded in volts (any prefix) in mV, and their columns.
 
-    Other channels (blood pressure, respiration, unknown units) are dropped, as are
-    channels without a finite sample; remaining NaN samples (WFDB's missing value) become
-    0 so that resampling cannot spread them.
+    Other channels (blood pressure, respiration, unknown units) are dropped. A kept
+    sample that is NaN, Inf or too large to store raises (`check_samples`).
     """
     signal = np.asarray(signal, np.float64)
     scales = [MILLIVOLTS_PER_UNIT.get((unit or "").strip().lower()) for unit in units]
-    columns = [
-        column
-        for column, scale in enumerate(scales)
-        if scale is not None and np.isfinite(signal[:, column]).any()
-    ]
+    columns = [column for column, scale in enumerate(scales) if scale is not None]
     millivolts = signal[:, columns] * np.asarray([scales[column] for column in columns])
-    return np.nan_to_num(millivolts, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), columns
+    check_samples(path, millivolts, "millivolt samples")
+    return millivolts.astype(np.float32), columns
+
+
+def unusable_samples(values: np.ndarray) -> np.ndarray:
+    """[non-finite, finite but beyond `STORED_SAMPLE_MAX`] counts of `values`."""
+    infinite = np.count_nonzero(np.isinf(values))
+    beyond = np.count_nonzero(np.abs(values) > STORED_SAMPLE_MAX) - infinite
+    return np.array([values.size - np.count_nonzero(np.isfinite(values)), beyond])
+
+
+def check_counts(path: str, unusable: np.ndarray, total: int, what: str):
+    """Raise if `unusable_samples` found any: resampling would spread a NaN over its
+    neighbours and float16 storage turns a huge value into Inf."""
+    nonfinite, beyond = (int(count) for count in unusable)
+    if nonfinite or beyond:
+        raise FormatError(
+            path,
+            f"{nonfinite} non-finite and {beyond} out-of-range (|x| > {STORED_SAMPLE_MAX:g}) "
+            f"of {total} {what}",
+        )
+
+
+def check_samples(path: str, values: np.ndarray, what: str):
+    check_counts(path, unusable_samples(values), values.size, what)
+
+
+def check_rate(path: str, rate: float, limits: tuple[float, float], what: str) -> float:
+    """`rate` as a float if within `limits` (inclusive), else a FormatError naming it: an
+    absurd rate would size resampling buffers or make every clip empty."""
+    low, high = limits
+    if not low <= rate <= high:  # also False for NaN
+        raise FormatError(path, f"{what} {rate} is outside the plausible {low:g} to {high:g}")
+    return float(rate)
 
 
 def window(values: np.ndarray, center: float, width: float) -> np.ndarray:

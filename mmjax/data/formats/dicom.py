@@ -2,7 +2,10 @@
 
 pydicom parses element values lazily, so a corrupt value can surface long after
 `dcmread` returned; everything that touches the dataset runs under one guard that
-turns parser errors into `FormatError`.
+turns parser errors into `FormatError`. Numbers the output depends on are checked, not
+guessed at: a stated NaN or Inf (rescale, window, rates) names its tag, a rescale that
+overflows and rates outside `convert`'s plausible ranges are errors, and the pixel count
+the header promises is held to `MAX_PIXEL_VALUES` before anything is decoded.
 """
 
 import dataclasses
@@ -26,6 +29,11 @@ WINDOW_PERCENTILES = (0.5, 99.5)  # display range when the file gives no window
 SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 # Observation and acquisition context is who/when/how (and may name people), not findings.
 SR_SKIPPED_RELATIONSHIPS = ("HAS OBS CONTEXT", "HAS ACQ CONTEXT")
+# Decoded values (rows x columns x frames x samples) one file may hold: a few bytes of
+# header can promise terabytes, which decoders allocate up front. 2**28 is 186 frames of
+# 800 x 600 RGB; peak memory measured ~24 bytes a value for 16-bit grey (the rescale runs
+# in float64), so up to 6 GiB at the budget.
+MAX_PIXEL_VALUES = 2**28
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -95,12 +103,16 @@ def _functional(ds: pydicom.Dataset, keyword: str):
     return None
 
 
-def _first(value) -> float | None:
-    """First of a possibly multi-valued numeric element, if finite."""
+def _number(ds: pydicom.Dataset, keyword: str, path: str) -> float | None:
+    """First value of numeric `keyword` (see `_functional`), None if absent. A stated NaN
+    or Inf raises: taken as absent, a NaN RescaleSlope would silently become 1."""
+    value = _functional(ds, keyword)
     if value is None:
         return None
-    value = float(value[0] if isinstance(value, MultiValue) else value)
-    return value if math.isfinite(value) else None
+    number = float(value[0] if isinstance(value, MultiValue) else value)
+    if not math.isfinite(number):
+        raise FormatError(path, f"{keyword} is {number}")
+    return number
 
 
 def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
@@ -108,6 +120,14 @@ def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise FormatError(path, "no transfer syntax in the file meta information")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    expected = ds.Rows * ds.Columns * frames * ds.SamplesPerPixel
+    if expected > MAX_PIXEL_VALUES:
+        raise FormatError(
+            path,
+            f"{ds.Rows} x {ds.Columns} pixels x {frames} frames x {ds.SamplesPerPixel} samples "
+            f"is over the budget of {MAX_PIXEL_VALUES} values",
+        )
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as e:
@@ -119,7 +139,6 @@ def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
         array, meta = decoder.as_array(ds)
     except Exception as e:
         raise FormatError.caused_by(path, "cannot decode pixel data", e) from e
-    expected = ds.Rows * ds.Columns * int(ds.get("NumberOfFrames") or 1) * ds.SamplesPerPixel
     if array.size != expected:
         raise FormatError(path, f"decoded {array.size} pixel values, header says {expected}")
     return array, str(meta["photometric_interpretation"])
@@ -129,8 +148,8 @@ def _pixel_item(ds: pydicom.Dataset, path: str) -> DicomItem:
     array, photometric = _decode(ds, path)
     samples = ds.SamplesPerPixel
     if photometric in MONOCHROME and samples == 1:
-        pixels = _modality_values(ds, array)
-        center, width = _window(ds, pixels)
+        pixels = _modality_values(ds, array, path)
+        center, width = _window(ds, pixels, path)
     elif photometric == "PALETTE COLOR" and samples == 1:
         colours = apply_color_lut(array, ds)  # uint8 or uint16, as the palette's entries
         pixels, photometric = colours.astype(np.float32), "RGB"
@@ -152,26 +171,37 @@ def _pixel_item(ds: pydicom.Dataset, path: str) -> DicomItem:
             window_width=width,
             photometric=photometric,
         )
-    frames = np.round(_display01(pixels, center, width, photometric) * 255).astype(np.uint8)
+    frames = np.stack(  # a frame at a time, so the float64 windowing stays one frame big
+        [np.round(_display01(f, center, width, photometric) * 255).astype(np.uint8) for f in pixels]
+    )
     return DicomItem(
-        "video", frames=frames if frames.ndim == 4 else frames[..., None], fps=_fps(ds)
+        "video", frames=frames if frames.ndim == 4 else frames[..., None], fps=_fps(ds, path)
     )
 
 
-def _modality_values(ds: pydicom.Dataset, array: np.ndarray) -> np.ndarray:
+def _modality_values(ds: pydicom.Dataset, array: np.ndarray, path: str) -> np.ndarray:
     """Stored values -> modality units (HU for CT): the rescale, or a modality LUT."""
     if "ModalityLUTSequence" in ds:
         return apply_modality_lut(array, ds).astype(np.float32)
-    slope = _first(_functional(ds, "RescaleSlope"))
-    intercept = _first(_functional(ds, "RescaleIntercept"))
-    values = array.astype(np.float64) * (1.0 if slope is None else slope)
-    return (values + (intercept or 0.0)).astype(np.float32)
+    slope = _number(ds, "RescaleSlope", path)
+    intercept = _number(ds, "RescaleIntercept", path)
+    with np.errstate(over="ignore"):  # counted below
+        values = array.astype(np.float64) * (1.0 if slope is None else slope)
+        values = (values + (intercept or 0.0)).astype(np.float32)
+    overflowed = values.size - np.count_nonzero(np.isfinite(values))
+    if overflowed:
+        raise FormatError(
+            path,
+            f"RescaleSlope {slope} and RescaleIntercept {intercept} overflow float32 "
+            f"on {overflowed} of {values.size} pixels",
+        )
+    return values
 
 
-def _window(ds: pydicom.Dataset, pixels: np.ndarray) -> tuple[float, float]:
+def _window(ds: pydicom.Dataset, pixels: np.ndarray, path: str) -> tuple[float, float]:
     """The file's first window, else one spanning the central 99% of values."""
-    center = _first(_functional(ds, "WindowCenter"))
-    width = _first(_functional(ds, "WindowWidth"))
+    center = _number(ds, "WindowCenter", path)
+    width = _number(ds, "WindowWidth", path)
     if center is not None and width is not None and width >= 1:
         return center, width
     return convert.window_spanning(*np.percentile(pixels, WINDOW_PERCENTILES))
@@ -182,15 +212,19 @@ def _display01(pixels: np.ndarray, center: float, width: float, photometric: str
     return 1.0 - display if photometric == "MONOCHROME1" else display
 
 
-def _fps(ds: pydicom.Dataset) -> float | None:
-    """Frames per second from Frame Time (ms), Cine Rate or Recommended Display Frame Rate."""
-    frame_time = _first(_functional(ds, "FrameTime"))
-    if frame_time is not None and frame_time > 0:
-        return 1000.0 / frame_time
+def _fps(ds: pydicom.Dataset, path: str) -> float | None:
+    """Frames per second from the first stated of Frame Time (ms), Cine Rate and
+    Recommended Display Frame Rate; None if none is."""
+    frame_time = _number(ds, "FrameTime", path)
+    if frame_time is not None:
+        rate = 1000.0 / frame_time if frame_time else math.inf
+        return convert.check_rate(
+            path, rate, convert.FRAME_RATE_FPS, f"frame rate (FrameTime {frame_time} ms)"
+        )
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = _first(ds.get(keyword))
-        if rate is not None and rate > 0:
-            return rate
+        rate = _number(ds, keyword, path)
+        if rate is not None:
+            return convert.check_rate(path, rate, convert.FRAME_RATE_FPS, keyword)
     return None
 
 
@@ -199,15 +233,15 @@ def _waveform_item(ds: pydicom.Dataset, path: str) -> DicomItem:
     groups = ds.WaveformSequence
     if not groups:
         raise FormatError(path, "empty waveform sequence")
+    rates = [_waveform_rate(group, index, path) for index, group in enumerate(groups)]
     durations = [
-        (g.get("NumberOfWaveformSamples") or 0) / (_first(g.get("SamplingFrequency")) or math.inf)
-        for g in groups
+        (g.get("NumberOfWaveformSamples") or 0) / (rate or math.inf)
+        for g, rate in zip(groups, rates, strict=True)
     ]
     index = int(np.argmax(durations))
-    group = groups[index]
-    rate = _first(group.get("SamplingFrequency"))
-    if rate is None or rate <= 0:
-        raise FormatError(path, f"waveform group {index}: no valid sampling frequency")
+    group, rate = groups[index], rates[index]
+    if rate is None:
+        raise FormatError(path, f"waveform group {index}: no sampling frequency")
     channels = group.get("ChannelDefinitionSequence") or []
     samples, count = group.get("NumberOfWaveformSamples"), group.get("NumberOfWaveformChannels")
     if not samples or count != len(channels):
@@ -218,7 +252,7 @@ def _waveform_item(ds: pydicom.Dataset, path: str) -> DicomItem:
     if len(group.get("WaveformData") or b"") < expected:
         raise FormatError(path, f"waveform group {index}: data shorter than {expected} bytes")
     units = [_channel_units(channel) for channel in channels]
-    signal, kept = convert.millivolt_channels(ds.waveform_array(index), units)
+    signal, kept = convert.millivolt_channels(ds.waveform_array(index), units, path)
     if not kept:
         raise FormatError(path, f"waveform group {index}: no channel in volts (units {units})")
     labels = [_channel_label(channels[column], column) for column in kept]
@@ -228,6 +262,16 @@ def _waveform_item(ds: pydicom.Dataset, path: str) -> DicomItem:
         rate_hz=rate,
         lead_names=tuple(convert.lead_name(label) or label for label in labels),
     )
+
+
+def _waveform_rate(group: pydicom.Dataset, index: int, path: str) -> float | None:
+    """Every group's rate is checked: a damaged one would otherwise only lose the choice of
+    the longest group, and the median beat would pass for the rhythm strip."""
+    rate = _number(group, "SamplingFrequency", path)
+    if rate is None:
+        return None
+    what = f"waveform group {index}: SamplingFrequency (Hz)"
+    return convert.check_rate(path, rate, convert.SIGNAL_RATE_HZ, what)
 
 
 def _channel_units(channel: pydicom.Dataset) -> str:

@@ -4,12 +4,15 @@ WFDB and DICOM describe themselves. Bare arrays (.npy, and .csv whose header row
 the leads) take their rate, lead names and units from a sidecar `<stem>.json`
 ({"rate_hz": 500, "leads": [...], "units": "mV"}) or from the `rate_hz`/`lead_names`
 arguments, which win over the sidecar and the CSV header.
+
+A rate outside `convert.SIGNAL_RATE_HZ` is a FormatError, and so are voltage samples that
+are NaN, Inf or beyond float16 (as signals are stored), counted: in a bare array they are
+damage, not gaps (WFDB alone has a missing value, see `_read_wfdb`).
 """
 
 import csv
 import dataclasses
 import json
-import math
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,16 +56,17 @@ def _signal_item(path, signal, rate_hz, names: Sequence[str], units: Sequence[st
     """Checked rate and shape; channels converted to mV (see `convert.millivolt_channels`)."""
     if len(signal) == 0:
         raise FormatError(path, "no samples")
-    if not math.isfinite(rate_hz) or rate_hz <= 0:
-        raise FormatError(path, f"invalid sampling rate {rate_hz}")
-    millivolts, kept = convert.millivolt_channels(signal, units)
+    rate_hz = convert.check_rate(path, rate_hz, convert.SIGNAL_RATE_HZ, "sampling rate (Hz)")
+    millivolts, kept = convert.millivolt_channels(signal, units, path)
     if not kept:
-        raise FormatError(path, f"no voltage channel with samples (units {list(units)})")
+        raise FormatError(path, f"no voltage channel (units {list(units)})")
     labels = tuple(convert.lead_name(names[c]) or names[c] for c in kept)
-    return SignalItem(millivolts, float(rate_hz), labels)
+    return SignalItem(millivolts, rate_hz, labels)
 
 
 def _read_wfdb(path) -> SignalItem:
+    """WFDB's missing value reads as NaN: a channel of nothing else was not recorded and is
+    dropped; gaps in the others become 0, so that resampling cannot spread them."""
     record_path = Path(path).with_suffix("")
     header = record_path.with_suffix(".hea")
     if not header.is_file():
@@ -75,7 +79,11 @@ def _read_wfdb(path) -> SignalItem:
         raise FormatError(path, f"header promises {record.sig_len} x {record.n_sig} samples")
     if None in record.sig_name:  # wfdb fills in a signal line cut short
         raise FormatError(path, f"incomplete header: signal names {record.sig_name}")
-    return _signal_item(path, record.p_signal, record.fs, record.sig_name, record.units)
+    missing = np.isnan(record.p_signal)
+    recorded = [column for column in range(record.n_sig) if not missing[:, column].all()]
+    signal = np.where(missing, 0.0, record.p_signal)[:, recorded]
+    names, units = ([values[c] for c in recorded] for values in (record.sig_name, record.units))
+    return _signal_item(path, signal, record.fs, names, units)
 
 
 def _read_array_file(path: str, suffix: str, rate_hz, lead_names) -> SignalItem:
@@ -98,7 +106,7 @@ def _read_array_file(path: str, suffix: str, rate_hz, lead_names) -> SignalItem:
         signal = signal.T  # stored leads-first
     if signal.shape[1] != len(names):
         raise FormatError(path, f"signal of shape {signal.shape} does not fit {len(names)} leads")
-    return _signal_item(path, signal, float(rate), names, [units] * len(names))
+    return _signal_item(path, signal, rate, names, [units] * len(names))
 
 
 def _sidecar(path: str) -> dict:
