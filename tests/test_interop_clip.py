@@ -1,0 +1,138 @@
+"""CLIP checkpoints from Hugging Face and open_clip give the reference library's embeddings
+and logits (float32, <= 1e-4), tensor for tensor, without torch.
+
+The fixtures are random-weight models written once by the reference libraries:
+`/tmp/torchvenv/bin/python tools/make_interop_fixtures.py --out tests/data/interop` in a
+venv with torch==2.13.0 (CPU), transformers==5.24.0, open_clip_torch==3.3.0 and
+timm==1.0.31 (the script's docstring says how to make it).
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import traverse_util
+from safetensors.numpy import load_file, save_file
+
+from mmjax.interop import clip
+from mmjax.interop import tensors as t
+from mmjax.nn.model import MultimodalModel
+
+FIXTURES = Path(__file__).parent / "data" / "interop"
+TOLERANCE = 1e-4
+
+
+def _model(imported: clip.Imported, vocab: int):
+    """The mmjax model the import describes, initialised, with the imported towers in."""
+    model = MultimodalModel(imported.model, vocab, ("image", "report"))
+    size, context = imported.image_size, imported.model.text.max_positions
+    batch = {"image": jnp.zeros((1, size, size, imported.channels)),
+             "text": jnp.zeros((1, context), jnp.int32),
+             "text_mask": jnp.ones((1, context), bool)}
+    params = nn.meta.unbox(jax.jit(lambda b: model.init(
+        jax.random.key(0), b, method=model.contrastive))(batch)["params"])
+    return model, t.merge(params, imported.params)
+
+
+def _embeddings(model, params, pixels_nchw, ids, mask):
+    variables = {"params": params}
+    images = jnp.asarray(pixels_nchw.transpose(0, 2, 3, 1))
+    image = model.apply(variables, images, method=model.embed_image)
+    text = model.apply(variables, jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool),
+                       method=model.embed_text)
+    scale = model.apply(variables, method=model.scale)
+    return np.asarray(image), np.asarray(text), float(scale)
+
+
+def _through_eot(ids: np.ndarray) -> np.ndarray:
+    """open_clip's text has no mask: every token up to the end-of-text token (the argmax)."""
+    return np.arange(ids.shape[1])[None] <= ids.argmax(axis=1)[:, None]
+
+
+def test_hugging_face_clip_matches_transformers():
+    ref = np.load(FIXTURES / "hf_clip_io.npz")
+    imported = clip.from_hf(FIXTURES / "hf_clip")
+    model, params = _model(imported, 512)
+    image, text, scale = _embeddings(model, params, ref["pixel_values"], ref["input_ids"],
+                                     ref["attention_mask"])
+    np.testing.assert_allclose(image, ref["image_embeds"], atol=TOLERANCE)
+    np.testing.assert_allclose(text, ref["text_embeds"], atol=TOLERANCE)
+    np.testing.assert_allclose(scale * image @ text.T, ref["logits_per_image"],
+                               atol=TOLERANCE * 100)
+    assert imported.model.image.activation == "quick_gelu"
+
+
+def test_open_clip_matches_open_clip():
+    ref = np.load(FIXTURES / "open_clip_vit_io.npz")
+    imported = clip.from_open_clip(FIXTURES / "open_clip_vit.safetensors",
+                                   FIXTURES / "open_clip_vit.json")
+    model, params = _model(imported, 512)
+    image, text, scale = _embeddings(model, params, ref["pixel_values"], ref["text"],
+                                     _through_eot(ref["text"]))
+    np.testing.assert_allclose(image, ref["image_features_normalized"], atol=TOLERANCE)
+    np.testing.assert_allclose(text, ref["text_features_normalized"], atol=TOLERANCE)
+    np.testing.assert_allclose(scale, np.exp(ref["logit_scale"]), rtol=1e-6)
+
+
+def test_every_tower_parameter_comes_from_the_checkpoint():
+    """Nothing in the image and report towers or their projections is left at its random
+    initialisation: the import covers them exactly."""
+    imported = clip.from_hf(FIXTURES / "hf_clip")
+    model = MultimodalModel(imported.model, 512, ("image", "report"))
+    batch = {"image": jnp.zeros((1, 32, 32, 3)), "text": jnp.zeros((1, 16), jnp.int32),
+             "text_mask": jnp.ones((1, 16), bool)}
+    shapes = jax.eval_shape(lambda b: model.init(jax.random.key(0), b,
+                                                 method=model.contrastive), batch)
+    towers = {k for k in traverse_util.flatten_dict(shapes["params"])
+              if k[0] in ("encoders_image", "encoders_report", "proj_image", "proj_report",
+                          "logit_scale")}
+    assert towers == set(traverse_util.flatten_dict(imported.params))
+
+
+def test_full_size_checkpoints_map_one_to_one():
+    """The real ViT-B/16 layouts (names and shapes, recorded by the fixture script):
+    nothing left over, nothing missing."""
+    maps = json.loads((FIXTURES / "fullsize_keys.json").read_text())
+    hf = maps["hf_clip_vit_base_patch16"]
+    cfg = clip.model_config(clip.Tower(768, 12, 12, 3072), clip.Tower(512, 12, 8, 2048), 16,
+                            77, 512, "quick_gelu", 1e-5, 4.6)
+    _assert_maps(clip._entries(cfg, 3, 224, clip.HF_NAMES), hf, clip.IGNORED)
+    _assert_maps(clip._entries(cfg, 3, 224, clip.OPEN_CLIP_NAMES), maps["open_clip_ViT-B-16"],
+                 clip.OPEN_CLIP_IGNORED)
+
+
+def _assert_maps(entries, shapes: dict, ignored):
+    """assemble() raises on any tensor missing, left over or of another shape."""
+    tensors = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+    tree = t.assemble(tensors, entries, "full-size", ignored)
+    assert tree["encoders_image"]["pos_embed"]["pos"].shape == (197, 768)
+
+
+def test_bad_checkpoints_are_one_error_naming_the_tensors(tmp_path):
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text((FIXTURES / "hf_clip" / "config.json").read_text())
+    weights = load_file(str(FIXTURES / "hf_clip" / "model.safetensors"))
+    broken = {k: v for k, v in weights.items() if "layers.1.mlp.fc2" not in k}
+    broken["text_model.extra.weight"] = np.zeros(3, np.float32)
+    broken["visual_projection.weight"] = np.zeros((31, 48), np.float32)
+    save_file(broken, str(folder / "model.safetensors"))
+    with pytest.raises(t.InteropError) as error:
+        clip.from_hf(folder)
+    message = str(error.value)
+    assert "missing: text_model.encoder.layers.1.mlp.fc2.bias" in message
+    assert "unexpected: text_model.extra.weight" in message
+    assert "other shapes: visual_projection.weight (31, 48) (expected (32, 48))" in message
+
+    (folder / "model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(t.InteropError, match="pickled checkpoint, which mmjax never loads"):
+        t.read_safetensors(folder / "model.bin")
+    config = json.loads((folder / "config.json").read_text())
+    config["vision_config"]["hidden_act"] = "relu"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(t.InteropError, match="different activations|'relu' is not supported"):
+        clip.from_hf(folder)
