@@ -86,6 +86,7 @@ class ViTConfig(TransformerSize):
     patch_bias: bool = True
     activation: Activation = "gelu_tanh"
     layer_norm_eps: float = 1e-6
+    map_mlp: bool = False  # pool=map: big_vision's MAP head (LayerNorm + MLP after the probe)
 
 
 @dataclasses.dataclass
@@ -98,6 +99,10 @@ class TextConfig(TransformerSize):
     norm: Literal["pre", "post"] = "pre"
     layer_norm_eps: float = 1e-6
     activation: Activation = "gelu_tanh"
+    # SigLIP: every position is attended, padding included (pool=last: the final one), and
+    # the projection to the shared space has a bias (its text head).
+    attend_padding: bool = False
+    projection_bias: bool = False
     embed_norm: bool = False
     type_vocab_size: int = 0
     max_positions: int = 0  # 0 = data.max_text_len

@@ -10,7 +10,7 @@ from mmjax.config import SignalConfig, TextConfig, VideoConfig, ViTConfig
 from mmjax.nn.attention import MultiHeadAttention
 from mmjax.nn.embed import PatchEmbed, PositionEmbed
 from mmjax.nn.layers import constrain, kernel_init, layer_norm
-from mmjax.nn.transformer import BlockOptions, Transformer
+from mmjax.nn.transformer import BlockOptions, MlpBlock, Transformer
 
 
 def pool_tokens(tokens, mask, how: str):
@@ -28,10 +28,12 @@ def pool_tokens(tokens, mask, how: str):
 
 
 class MapPool(nn.Module):
-    """Multihead attention pooling: a learned probe attends over the tokens."""
+    """Multihead attention pooling: a learned probe attends over the tokens; with
+    `mlp_dim`, then a residual LayerNorm + MLP on it (big_vision's and SigLIP's MAP head)."""
 
     num_heads: int
     options: BlockOptions
+    mlp_dim: int = 0
 
     @nn.compact
     def __call__(self, tokens, mask):
@@ -43,6 +45,9 @@ class MapPool(nn.Module):
         o = self.options
         pooled = MultiHeadAttention(self.num_heads, o.dtype, o.param_dtype, name="attn")(
             probe, tokens, mask)
+        if self.mlp_dim:
+            normed = layer_norm(o.dtype, o.param_dtype, "ln", o.eps)(pooled)
+            pooled = pooled + MlpBlock(self.mlp_dim, o, name="mlp")(normed)
         return pooled[:, 0]
 
 
@@ -59,10 +64,11 @@ class _TokenEncoder(nn.Module):
     """
 
     def encode(self, x, cfg, options: BlockOptions, positions="learned", keep=None, mask=None,
-               cls_position=False, pre_norm=False):
+               cls_position=False, pre_norm=False, map_mlp=False):
         """`mask` [B, L] marks real tokens (padding of shorter inputs is never attended to).
         `cls_position`: the CLS token has a row of the position table (the first), as in
-        CLIP and timm; `pre_norm`: a LayerNorm ('ln_pre') before the blocks (CLIP)."""
+        CLIP and timm; `pre_norm`: a LayerNorm ('ln_pre') before the blocks (CLIP);
+        `map_mlp`: pool=map with big_vision's LayerNorm + MLP after the probe (SigLIP)."""
         use_cls = cfg.pool == "cls"
         if use_cls:
             cls = self.param("cls", kernel_init(None, None, "embed", init=nn.initializers.zeros),
@@ -92,7 +98,8 @@ class _TokenEncoder(nn.Module):
         if use_cls:
             return x[:, 0], x[:, 1:], mask
         if cfg.pool == "map":
-            return MapPool(cfg.num_heads, options, name="map")(x, mask), x, mask
+            mlp_dim = cfg.mlp_dim if map_mlp else 0
+            return MapPool(cfg.num_heads, options, mlp_dim, name="map")(x, mask), x, mask
         return pool_tokens(x, mask, cfg.pool), x, mask
 
 
@@ -110,7 +117,7 @@ class ViTEncoder(_TokenEncoder):
         x = PatchEmbed(patch, cfg.width, o.dtype, o.param_dtype, cfg.patch_bias,
                        name="patch_embed")(images)
         return self.encode(x, cfg, o, cfg.positions, keep, cls_position=cfg.cls_position,
-                           pre_norm=cfg.pre_norm)
+                           pre_norm=cfg.pre_norm, map_mlp=cfg.map_mlp)
 
 
 class TextEncoder(_TokenEncoder):
@@ -142,6 +149,8 @@ class TextEncoder(_TokenEncoder):
 
     def __call__(self, token_ids, mask):
         cfg = self.config
+        if cfg.attend_padding:  # SigLIP: padding is attended and the last position pooled
+            mask = jnp.ones_like(mask)
         x = self.pos_embed(self.token_embed(token_ids))
         if cfg.type_vocab_size:
             x = x + self.type_embed(jnp.zeros_like(token_ids))

@@ -87,7 +87,7 @@ class MultimodalModel(nn.Module):
         self.encoders = {m: builders[m]() for m in self.modalities}
         self.projections = {
             m: dense(cfg.embed_dim, "embed", "embed", dtype, param_dtype, f"proj_{m}",
-                     use_bias=False)
+                     use_bias=m == "report" and cfg.text.projection_bias)
             for m in self.modalities
         }
         self.logit_scale = self.param("logit_scale",

@@ -1,5 +1,5 @@
-"""CLIP checkpoints from Hugging Face and open_clip give the reference library's embeddings
-and logits (float32, <= 1e-4), tensor for tensor, without torch.
+"""CLIP and SigLIP checkpoints from Hugging Face and open_clip give the reference library's
+embeddings and logits (float32, <= 1e-4), tensor for tensor, without torch.
 
 The fixtures are random-weight models written once by the reference libraries:
 `/tmp/torchvenv/bin/python tools/make_interop_fixtures.py --out tests/data/interop` in a
@@ -18,7 +18,7 @@ from flax import linen as nn
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-from mmjax.interop import clip
+from mmjax.interop import blocks, clip, siglip
 from mmjax.interop import tensors as t
 from mmjax.nn.model import MultimodalModel
 
@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "data" / "interop"
 TOLERANCE = 1e-4
 
 
-def _model(imported: clip.Imported, vocab: int):
+def _model(imported: blocks.Imported, vocab: int):
     """The mmjax model the import describes, initialised, with the imported towers in."""
     model = MultimodalModel(imported.model, vocab, ("image", "report"))
     size, context = imported.image_size, imported.model.text.max_positions
@@ -98,9 +98,9 @@ def test_full_size_checkpoints_map_one_to_one():
     nothing left over, nothing missing."""
     maps = json.loads((FIXTURES / "fullsize_keys.json").read_text())
     hf = maps["hf_clip_vit_base_patch16"]
-    cfg = clip.model_config(clip.Tower(768, 12, 12, 3072), clip.Tower(512, 12, 8, 2048), 16,
+    cfg = clip.model_config(blocks.Tower(768, 12, 12, 3072), blocks.Tower(512, 12, 8, 2048), 16,
                             77, 512, "quick_gelu", 1e-5, 4.6)
-    _assert_maps(clip._entries(cfg, 3, 224, clip.HF_NAMES), hf, clip.IGNORED)
+    _assert_maps(clip._entries(cfg, 3, 224, clip.HF_NAMES), hf, blocks.HF_IGNORED)
     _assert_maps(clip._entries(cfg, 3, 224, clip.OPEN_CLIP_NAMES), maps["open_clip_ViT-B-16"],
                  clip.OPEN_CLIP_IGNORED)
 
@@ -136,3 +136,28 @@ def test_bad_checkpoints_are_one_error_naming_the_tensors(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(t.InteropError, match="different activations|'relu' is not supported"):
         clip.from_hf(folder)
+
+
+def test_hugging_face_siglip_matches_transformers():
+    """The MAP head, the text head's bias, padding attended and pooled at the last
+    position, and the sigmoid logits' scale and bias."""
+    ref = np.load(FIXTURES / "hf_siglip_io.npz")
+    imported = siglip.from_hf(FIXTURES / "hf_siglip")
+    model, params = _model(imported, 512)
+    ids = ref["input_ids"]
+    image, text, scale = _embeddings(model, params, ref["pixel_values"], ids, ids != 1)
+    np.testing.assert_allclose(image, ref["image_embeds"], atol=TOLERANCE)
+    np.testing.assert_allclose(text, ref["text_embeds"], atol=TOLERANCE)
+    bias = float(params["logit_bias"])
+    np.testing.assert_allclose(scale * image @ text.T + bias, ref["logits_per_image"],
+                               atol=TOLERANCE * 100)
+
+
+def test_full_size_siglip_maps_one_to_one():
+    maps = json.loads((FIXTURES / "fullsize_keys.json").read_text())
+    for name, size in (("hf_siglip_so400m_patch14_384", 384), ("hf_medsiglip_448", 448)):
+        so400m = blocks.Tower(1152, 27, 16, 4304)
+        cfg = siglip.model_config(so400m, so400m, 14, 64, "gelu_pytorch_tanh", 1e-6, 4.7)
+        tensors = {n: np.zeros(s, np.float32) for n, s in maps[name].items()}
+        tree = t.assemble(tensors, siglip._entries(cfg, 3, size), name, blocks.HF_IGNORED)
+        assert tree["encoders_image"]["pos_embed"]["pos"].shape == ((size // 14) ** 2, 1152)
