@@ -18,7 +18,7 @@ from flax import linen as nn
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-from mmjax.interop import blocks, clip, siglip
+from mmjax.interop import blocks, clip, siglip, timm_bert
 from mmjax.interop import tensors as t
 from mmjax.nn.model import MultimodalModel
 
@@ -161,3 +161,35 @@ def test_full_size_siglip_maps_one_to_one():
         tensors = {n: np.zeros(s, np.float32) for n, s in maps[name].items()}
         tree = t.assemble(tensors, siglip._entries(cfg, 3, size), name, blocks.HF_IGNORED)
         assert tree["encoders_image"]["pos_embed"]["pos"].shape == ((size // 14) ** 2, 1152)
+
+
+def test_open_clip_timm_bert_matches_open_clip(tmp_path):
+    """BiomedCLIP's layout: a timm ViT trunk (packed qkv, CLS position row, exact GELU) and
+    a BERT text tower pooled at [CLS] through open_clip's MLP projection."""
+    ref = np.load(FIXTURES / "open_clip_timm_bert_io.npz")
+    spec = json.loads((FIXTURES / "open_clip_timm_bert.json").read_text())
+    spec["vision_cfg"]["heads"] = spec["timm_create_model_overrides"]["num_heads"]
+    spec["text_cfg"]["heads"] = spec["hf_text_config"]["num_attention_heads"]
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": spec}))
+    imported = timm_bert.from_open_clip(FIXTURES / "open_clip_timm_bert.safetensors",
+                                        tmp_path / "open_clip_config.json")
+    model, params = _model(imported, 512)
+    ids = ref["text"]
+    image, text, scale = _embeddings(model, params, ref["pixel_values"], ids, ids != 0)
+    np.testing.assert_allclose(image, ref["image_features_normalized"], atol=TOLERANCE)
+    np.testing.assert_allclose(text, ref["text_features_normalized"], atol=TOLERANCE)
+    np.testing.assert_allclose(scale, np.exp(ref["logit_scale"]), rtol=1e-6)
+
+
+def test_full_size_biomedclip_maps_one_to_one():
+    maps = json.loads((FIXTURES / "fullsize_keys.json").read_text())
+    tensors = {n: np.zeros(s, np.float32) for n, s in maps["open_clip_biomedclip"].items()}
+    spec = {"vision_cfg": {"timm_model_name": "vit_base_patch16_224", "image_size": 224},
+            "text_cfg": {"hf_proj_type": "mlp", "context_length": 256}}
+    cfg = timm_bert.model_config(tensors, spec, "biomedclip")
+    assert (cfg.image.width, cfg.image.depth, cfg.image.num_heads) == (768, 12, 12)
+    assert (cfg.text.width, cfg.text.depth, cfg.text.num_heads) == (768, 12, 12)
+    assert cfg.embed_dim == 512 and cfg.text.projection_hidden == 640
+    tree = t.assemble(tensors, timm_bert._entries(cfg, 3), "biomedclip",
+                      (f"{timm_bert.BERT}embeddings.position_ids",))
+    assert tree["encoders_report"]["token_embed"]["embedding"].shape == (30522, 768)

@@ -103,6 +103,7 @@ class TextConfig(TransformerSize):
     # the projection to the shared space has a bias (its text head).
     attend_padding: bool = False
     projection_bias: bool = False
+    projection_hidden: int = 0  # > 0: an MLP projection of this width (BiomedCLIP's text.proj)
     embed_norm: bool = False
     type_vocab_size: int = 0
     max_positions: int = 0  # 0 = data.max_text_len

@@ -70,9 +70,11 @@ def block_entries(source: str, tower: tuple[str, ...], i: int, size: Tower,
     `tower/transformer/block_i` (separate q/k/v when `names` has them, else packed)."""
     src, dst = f"{source}{i}.", (*tower, "transformer", f"block_{i}")
     d, f = size.width, size.mlp
-    attn = (t.attention((*dst, "attn"), d, size.heads, *(src + names[k] for k in "qkvo"))
-            if "q" in names else t.packed_attention(src + names["packed"], (*dst, "attn"), d,
-                                                    size.heads))
+    if "q" in names:
+        attn = t.attention((*dst, "attn"), d, size.heads, *(src + names[k] for k in "qkvo"))
+    else:
+        attn = t.packed_attention(src + names["packed"], (*dst, "attn"), d, size.heads,
+                                  timm=names.get("timm", False))
     return [*t.layer_norm(src + names["ln1"], (*dst, "ln_attn"), d), *attn,
             *t.layer_norm(src + names["ln2"], (*dst, "ln_mlp"), d),
             *t.linear(src + names["fc1"], (*dst, "mlp", "fc1"), f, d, (d, f), (f,)),

@@ -77,19 +77,23 @@ def attention(path: tuple[str, ...], width: int, heads: int, q: str, k: str, v: 
             *linear(out, (*path, "out"), width, width, (*per_head, width), (width,))]
 
 
-def packed_attention(name: str, path: tuple[str, ...], width: int, heads: int) -> list[Entry]:
-    """torch.nn.MultiheadAttention (in_proj_weight [3D, D] holding q, k, v; out_proj)."""
+def packed_attention(name: str, path: tuple[str, ...], width: int, heads: int,
+                     timm: bool = False) -> list[Entry]:
+    """q, k and v in one [3D, D] matrix and bias: torch.nn.MultiheadAttention's
+    `in_proj_weight` / `in_proj_bias` and `out_proj`, or timm's `qkv` and `proj`."""
     per_head = (heads, width // heads)
+    weight, bias, out = (("qkv.weight", "qkv.bias", "proj") if timm else
+                         ("in_proj_weight", "in_proj_bias", "out_proj"))
     entries = []
     for i, part in enumerate(("query", "key", "value")):
         rows = slice(i * width, (i + 1) * width)
         entries += [
-            Entry(f"{name}.in_proj_weight", (*path, part, "kernel"), (3 * width, width),
+            Entry(f"{name}.{weight}", (*path, part, "kernel"), (3 * width, width),
                   lambda w, rows=rows: w[rows].T.reshape(width, *per_head)),
-            Entry(f"{name}.in_proj_bias", (*path, part, "bias"), (3 * width,),
+            Entry(f"{name}.{bias}", (*path, part, "bias"), (3 * width,),
                   lambda b, rows=rows: b[rows].reshape(per_head)),
         ]
-    return entries + linear(f"{name}.out_proj", (*path, "out"), width, width,
+    return entries + linear(f"{name}.{out}", (*path, "out"), width, width,
                             (*per_head, width), (width,))
 
 

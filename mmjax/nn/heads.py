@@ -23,6 +23,23 @@ class ClassifierHead(nn.Module):
         return out(x).astype(jnp.float32)
 
 
+class MlpProjection(nn.Module):
+    """Linear, exact GELU, linear, without biases: open_clip's 'mlp' projection of a
+    Hugging Face text tower (BiomedCLIP)."""
+
+    hidden: int
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = dense(self.hidden, "embed", "mlp", self.dtype, self.param_dtype, "hidden",
+                  use_bias=False)(x)
+        return dense(self.features, "mlp", "embed", self.dtype, self.param_dtype, "out",
+                     use_bias=False)(nn.gelu(x, approximate=False))
+
+
 class MlmHead(nn.Module):
     """Masked-language-model transform; the caller ties the output to the embeddings."""
 

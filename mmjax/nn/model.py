@@ -14,7 +14,7 @@ from mmjax.nn.cnn import CNNEncoder
 from mmjax.nn.embed import patchify
 from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
 from mmjax.nn.fusion import Fusion
-from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, ReportDecoder
+from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, MlpProjection, ReportDecoder
 from mmjax.nn.layers import dense
 from mmjax.nn.temporal import FrameVideoEncoder, takes_valid
 from mmjax.nn.transformer import BlockOptions
@@ -85,11 +85,7 @@ class MultimodalModel(nn.Module):
             "report": lambda: TextEncoder(cfg.text, self.vocab_size, options),
         }
         self.encoders = {m: builders[m]() for m in self.modalities}
-        self.projections = {
-            m: dense(cfg.embed_dim, "embed", "embed", dtype, param_dtype, f"proj_{m}",
-                     use_bias=m == "report" and cfg.text.projection_bias)
-            for m in self.modalities
-        }
+        self.projections = {m: self._projection(m) for m in self.modalities}
         self.logit_scale = self.param("logit_scale",
                                       _constant(math.log(1.0 / cfg.init_temperature)))
         self.logit_bias = self.param("logit_bias", _constant(cfg.init_bias))
@@ -111,6 +107,18 @@ class MultimodalModel(nn.Module):
                 m: dense(cfg.text.width, "embed", "embed", dtype, param_dtype, f"memory_{m}")
                 for m in self.modalities if m != "report"
             }
+
+    def _projection(self, modality: str):
+        """Pooled encoder output -> the shared space: linear without bias, except where an
+        imported text tower brings its own (a bias, or an MLP)."""
+        cfg = self.config
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        name = f"proj_{modality}"
+        if modality == "report" and cfg.text.projection_hidden:
+            return MlpProjection(cfg.text.projection_hidden, cfg.embed_dim, dtype, param_dtype,
+                                 name=name)
+        return dense(cfg.embed_dim, "embed", "embed", dtype, param_dtype, name,
+                     use_bias=modality == "report" and cfg.text.projection_bias)
 
     # ---- Generative heads.
 

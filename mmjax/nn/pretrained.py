@@ -6,8 +6,6 @@ The matching tokenizer is the checkpoint's vocab.txt through `mmjax.data.tokeniz
 (or `data.tokenizer=<dir>/vocab.txt`), which keeps the checkpoint's token ids.
 """
 
-import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -16,6 +14,8 @@ from flax import traverse_util
 from safetensors.numpy import load_file
 
 from mmjax.config import TextConfig
+from mmjax.interop import tensors
+from mmjax.interop.tensors import Entry
 
 # Checkpoint entries that are not part of the encoder: the pooler and pretraining heads
 # (unused by mmjax) and position_ids (a constant buffer). Skipped; anything else unknown
@@ -51,55 +51,29 @@ def bert_text_config(hf_config: dict, pool: str = "mean") -> TextConfig:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    """One checkpoint tensor: where it goes and how a torch layout becomes mmjax's."""
-
-    name: str
-    path: tuple[str, ...]
-    shape: tuple[int | None, ...]  # the checkpoint's; None matches any size (vocabulary)
-    convert: Callable[[np.ndarray], np.ndarray] | None = None  # None keeps the layout
-
-    def fits(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            want in (None, got) for got, want in zip(shape, self.shape, strict=True))
-
-
-def _bert_entries(config: TextConfig) -> list[_Entry]:
-    d, f, h = config.width, config.mlp_dim, config.num_heads
-    k = d // h
-
-    def layer_norm(name, path):
-        return [_Entry(f"{name}.weight", (*path, "scale"), (d,)),
-                _Entry(f"{name}.bias", (*path, "bias"), (d,))]
-
-    def linear(name, path, out_features, in_features, kernel, bias):
-        # torch Linear stores weight as [out, in]; DenseGeneral kernels are [in..., out...].
-        return [_Entry(f"{name}.weight", (*path, "kernel"), (out_features, in_features),
-                       lambda w: w.T.reshape(kernel)),
-                _Entry(f"{name}.bias", (*path, "bias"), (out_features,),
-                       lambda b: b.reshape(bias))]
-
+def bert_entries(config: TextConfig) -> list[Entry]:
+    """Every tensor of a BERT encoder (Hugging Face names without the `bert.` prefix) onto
+    TextEncoder's parameter paths."""
+    d, f = config.width, config.mlp_dim
+    layer_norm, linear = tensors.layer_norm, tensors.linear
     entries = [
-        _Entry("embeddings.word_embeddings.weight", ("token_embed", "embedding"), (None, d)),
-        _Entry("embeddings.position_embeddings.weight", ("pos_embed", "pos"),
-               (config.max_positions, d)),
-        _Entry("embeddings.token_type_embeddings.weight", ("type_embed", "embedding"),
-               (config.type_vocab_size, d)),
-        *layer_norm("embeddings.LayerNorm", ("embed_ln",)),
+        Entry("embeddings.word_embeddings.weight", ("token_embed", "embedding"), (None, d)),
+        Entry("embeddings.position_embeddings.weight", ("pos_embed", "pos"),
+              (config.max_positions, d)),
+        Entry("embeddings.token_type_embeddings.weight", ("type_embed", "embedding"),
+              (config.type_vocab_size, d)),
+        *layer_norm("embeddings.LayerNorm", ("embed_ln",), d),
     ]
     for i in range(config.depth):
         src, dst = f"encoder.layer.{i}", ("transformer", f"block_{i}")
-        for proj in ("query", "key", "value"):
-            entries += linear(f"{src}.attention.self.{proj}", (*dst, "attn", proj), d, d,
-                              (d, h, k), (h, k))
         entries += [
-            *linear(f"{src}.attention.output.dense", (*dst, "attn", "out"), d, d, (h, k, d),
-                    (d,)),
-            *layer_norm(f"{src}.attention.output.LayerNorm", (*dst, "ln_attn")),
+            *tensors.attention((*dst, "attn"), d, config.num_heads,
+                               *(f"{src}.attention.self.{p}" for p in ("query", "key", "value")),
+                               f"{src}.attention.output.dense"),
+            *layer_norm(f"{src}.attention.output.LayerNorm", (*dst, "ln_attn"), d),
             *linear(f"{src}.intermediate.dense", (*dst, "mlp", "fc1"), f, d, (d, f), (f,)),
             *linear(f"{src}.output.dense", (*dst, "mlp", "fc2"), d, f, (f, d), (d,)),
-            *layer_norm(f"{src}.output.LayerNorm", (*dst, "ln_mlp")),
+            *layer_norm(f"{src}.output.LayerNorm", (*dst, "ln_mlp"), d),
         ]
     return entries
 
@@ -136,7 +110,7 @@ def load_bert_params(path: str | Path, config: TextConfig) -> dict:
     """
     _check_bert_shaped(config)
     tensors = {_canonical_name(name): array for name, array in load_file(str(path)).items()}
-    entries = _bert_entries(config)
+    entries = bert_entries(config)
     known = {entry.name for entry in entries}
     for name in sorted(tensors):
         if name not in known and not name.startswith(IGNORED_PREFIXES):
