@@ -65,3 +65,63 @@ def test_vocab_txt_without_special_tokens_is_refused(tmp_path):
     (tmp_path / "vocab.txt").write_text("a\nb\n[UNK]\n")
     with pytest.raises(ValueError, match=r"lacks the special tokens \['\[PAD\]'"):
         tokenizer_lib.load(tmp_path / "vocab.txt")
+
+
+def _pretrained_style(kind: str):
+    """A tokenizer.json as CLIP (BPE, <|startoftext|> ... <|endoftext|>, no pad token) or
+    SigLIP (... </s>, padded with </s>, a <pad> token it does not pad with) ship it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    words = ["heart", "is", "enlarged", "."]
+    if kind == "clip":
+        specials = ["<|startoftext|>", "<|endoftext|>"]
+        vocab = {w: i for i, w in enumerate([*words, *specials])}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="heart"))
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|startoftext|> $A <|endoftext|>",
+            special_tokens=[(t, vocab[t]) for t in specials])
+    else:
+        vocab = {w: i for i, w in enumerate(["<pad>", "</s>", *words])}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="heart"))
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", special_tokens=[("</s>", 1)])
+        tok.enable_padding(pad_id=1, pad_token="</s>", length=8)
+    tok.add_special_tokens([t for t in vocab if t.startswith("<")])
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok
+
+
+def test_a_clip_style_tokenizer_keeps_its_tokens_and_pads_with_its_end_token(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    _pretrained_style("clip").save(str(path))
+    tok = tokenizer_lib.load(path)
+    roles = tokenizer_lib.specials(tok)
+    assert (roles.start, roles.end, roles.pad, roles.mask) == (4, 5, 5, None)
+    encoded = tokenizer_lib.encode(tok, ["heart is enlarged .", "heart is enlarged . ."], 6)
+    assert encoded.ids.tolist() == [[4, 0, 1, 2, 3, 5], [4, 0, 1, 2, 3, 5]]
+    assert encoded.num_truncated == 1  # the second lost a '.', kept its end token
+    short = tokenizer_lib.encode(tok, ["heart"], 5)
+    assert short.ids.tolist() == [[4, 0, 5, 5, 5]] and short.mask.sum() == 3
+
+
+def test_a_siglip_style_tokenizer_pads_with_its_configured_pad(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    _pretrained_style("siglip").save(str(path))
+    tok = tokenizer_lib.load(path)
+    roles = tokenizer_lib.specials(tok)
+    assert (roles.start, roles.end, roles.pad) == (None, 1, 1)  # not <pad> = 0
+    encoded = tokenizer_lib.encode(tok, ["heart is"], 5)
+    assert encoded.ids.tolist() == [[2, 3, 1, 1, 1]]
+    assert encoded.mask.tolist() == [[True, True, True, False, False]]  # its padding cut
+
+
+def test_mlm_needs_a_tokenizer_with_a_mask_token(tmp_path):
+    from mmjax.config import Config, ConfigError
+    from mmjax.nn import build
+    path = tmp_path / "tokenizer.json"
+    _pretrained_style("clip").save(str(path))
+    vocab = build.vocab(tokenizer_lib.load(path))
+    assert vocab.mask_id is None and set(vocab.special_ids) == {4, 5}
+    cfg = Config()
+    cfg.objectives.mlm = 1.0
+    with pytest.raises(ConfigError, match="objectives.mlm needs a tokenizer with a mask"):
+        build.define(cfg, vocab, 0)

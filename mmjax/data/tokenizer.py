@@ -1,9 +1,11 @@
-"""WordPiece tokenizer for reports, with its vocabulary built from the training corpus.
+"""WordPiece tokenizer for reports, with its vocabulary built from the training corpus;
+or a pretrained model's own tokenizer (BERT's vocab.txt, CLIP's BPE or SigLIP's
+SentencePiece as a tokenizer.json), which keeps that model's ids.
 
-Built vocabularies start [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4; a loaded
-BERT vocab.txt keeps its own ids. Every encoded report is
-[CLS] ... [SEP], padded with [PAD]; reports longer than the context are cut
-(keeping [SEP]) and counted, so a too-short context is visible, not silent.
+Built vocabularies start [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. Every encoded text
+is what the tokenizer's post-processor makes of it ([CLS] ... [SEP]; <|startoftext|> ...
+<|endoftext|>; ... </s>), padded with its pad token; texts longer than the context are
+cut (keeping the end token) and counted, so a too-short context is visible, not silent.
 """
 
 import collections
@@ -96,22 +98,61 @@ def load(path: str | Path) -> Tokenizer:
     except Exception as e:  # noqa: BLE001 - the library raises bare Exception
         raise ConfigError(f"{path}: not a tokenizer.json the tokenizers library can read "
                           f"({e})") from None
-    _check_specials(tokenizer.get_vocab(with_added_tokens=True), path)
-    # Shipped tokenizer.json files may pad and truncate on their own; encode() does both.
-    tokenizer.no_padding()
+    # Shipped tokenizer.json files may truncate on their own; encode() does (and counts)
+    # it. A padding setting is kept: it names the pad token (specials()).
     tokenizer.no_truncation()
+    try:
+        specials(tokenizer)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return tokenizer
 
 
 def _check_specials(vocab, path) -> None:
-    """encode() and the objectives need every special token ([PAD], [SEP], [MASK], ...)."""
+    """A BERT vocab.txt must hold every special token ([PAD], [SEP], [MASK], ...)."""
     if missing := [t for t in SPECIAL_TOKENS if t not in vocab]:
         raise ConfigError(f"{path}: vocabulary lacks the special tokens {missing}")
 
 
-def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    """Ids of the special tokens; a loaded BERT vocabulary keeps its own ([MASK] = 103)."""
-    return {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+PAD_NAMES = ("[PAD]", "<pad>", "<|pad|>")
+MASK_NAMES = ("[MASK]", "<mask>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Specials:
+    """The special tokens by role: what encode(), MLM and report generation need."""
+
+    pad: int
+    end: int | None  # the last token the post-processor adds: [SEP], <|endoftext|>, </s>
+    start: int | None  # the first one: [CLS], <|startoftext|>; SigLIP has none
+    mask: int | None  # [MASK]: only MLM needs one
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """Every special id, each once: never masked, never a generation target."""
+        return tuple(dict.fromkeys(i for i in (self.pad, self.end, self.start, self.mask)
+                                   if i is not None))
+
+
+def specials(tokenizer: Tokenizer) -> Specials:
+    """The roles, read from the tokenizer itself: start and end are the tokens its
+    post-processor puts around a text; pad is its padding token when it has one configured
+    (SigLIP pads with </s>), else [PAD] / <pad> by name, else the end token (CLIP)."""
+    probe = tokenizer.encode("a")
+    marked = [i for i, special in zip(probe.ids, probe.special_tokens_mask, strict=True)
+              if special]
+    leading = probe.special_tokens_mask[0] if probe.ids else 0
+    trailing = probe.special_tokens_mask[-1] if probe.ids else 0
+    start = marked[0] if leading else None
+    end = marked[-1] if trailing else None
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    padding = tokenizer.padding
+    named = next((vocab[n] for n in PAD_NAMES if n in vocab), None)
+    pad = padding["pad_id"] if padding else named if named is not None else end
+    if pad is None:
+        raise ConfigError("the tokenizer has no pad token ([PAD], <pad>, a padding setting "
+                          "or an end token)")
+    return Specials(pad, end, start, next((vocab[n] for n in MASK_NAMES if n in vocab), None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +163,16 @@ class Encoded:
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> Encoded:
-    pad, sep = tokenizer.token_to_id("[PAD]"), tokenizer.token_to_id("[SEP]")
-    ids = np.full((len(texts), max_len), pad, np.int32)
+    roles = specials(tokenizer)
+    ids = np.full((len(texts), max_len), roles.pad, np.int32)
     mask = np.zeros((len(texts), max_len), bool)
     num_truncated = 0
     for row, encoding in enumerate(tokenizer.encode_batch(list(texts))):
-        tokens = encoding.ids
+        tokens = encoding.ids[: sum(encoding.attention_mask)]  # without any padding
         if len(tokens) > max_len:
             num_truncated += 1
-            tokens = tokens[: max_len - 1] + [sep]
+            end = [] if roles.end is None else [roles.end]
+            tokens = tokens[: max_len - len(end)] + end
         ids[row, : len(tokens)] = tokens
         mask[row, : len(tokens)] = True
     return Encoded(ids, mask, num_truncated)

@@ -28,8 +28,13 @@ def _scores(references: list[str], generated: list[str], names) -> dict:
 @register("generation")
 def evaluate(ctx, run) -> dict:
     model, options = ctx.model, run.options
-    special = tokenizer_lib.special_ids(ctx.tokenizer)
-    ids = {"bos_id": special["[CLS]"], "eos_id": special["[SEP]"], "pad_id": special["[PAD]"]}
+    roles = tokenizer_lib.specials(ctx.tokenizer)
+    # GPT-style tokenizers without a start token begin a text with their end token.
+    if roles.end is None:
+        raise ConfigError("report generation needs a tokenizer whose texts end with an end "
+                          "token ([SEP], </s>, <|endoftext|>)")
+    bos = roles.end if roles.start is None else roles.start
+    ids = {"bos_id": bos, "eos_id": roles.end, "pad_id": roles.pad}
     max_len = options.max_len or ctx.cfg.data.max_text_len
 
     def generate(variables, batch):

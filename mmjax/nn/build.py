@@ -110,15 +110,19 @@ class ModelDef:
 
 
 def vocab(tokenizer) -> Vocab:
-    """The MLM view of a tokenizer: its size, [MASK] and the ids never masked."""
-    special = tokenizer_lib.special_ids(tokenizer)
-    return Vocab(tokenizer.get_vocab_size(), special["[MASK]"], tuple(special.values()))
+    """The MLM view of a tokenizer: its size, its mask token (None: it has none) and the
+    ids never masked."""
+    roles = tokenizer_lib.specials(tokenizer)
+    return Vocab(tokenizer.get_vocab_size(), roles.mask, roles.ids)
 
 
 def define(cfg: Config, vocabulary: Vocab, num_labels: int, label_prevalence=None,
            audio_rate_hz: float = 0.0) -> ModelDef:
     """The model `cfg` describes for a dataset of `num_labels` labels (its train split's
     `label_prevalence` gives the diagnosis class weights) and audio at `audio_rate_hz`."""
+    if cfg.objectives.mlm and vocabulary.mask_id is None:
+        raise ConfigError("objectives.mlm needs a tokenizer with a mask token ([MASK] or "
+                          "<mask>); this one has none")
     weights = None
     if cfg.objectives.class_weights:
         if label_prevalence is None:

@@ -23,7 +23,7 @@ class Vocab:
     """What MLM needs of the tokenizer."""
 
     size: int
-    mask_id: int = 0
+    mask_id: int | None = 0  # None: the tokenizer has no mask token (no MLM)
     special_ids: tuple[int, ...] = ()  # never masked or sampled
 
 
