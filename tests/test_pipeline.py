@@ -183,3 +183,19 @@ def test_audio_is_cropped_inside_its_real_samples_and_absent_audio_is_zero():
     with pytest.raises(ConfigError, match="audio_rate_hz"):
         pipeline.ExampleTransform(DataConfig(modalities=("audio",), audio_seconds=1.0),
                                   {"audio": {"shape": [500]}}, None, 0)({})
+
+
+def test_images_fed_as_a_pretrained_tower_was_trained():
+    """Resized (bicubic), grey made RGB, normalised by the tower's mean and std; an absent
+    image is zeros of the fed shape; unset, each image is standardised as before."""
+    from mmjax.data.pipeline import image_shape, prepare_image, standardize
+    cfg = DataConfig(image_size=8, image_channels=3, image_mean=(0.5, 0.4, 0.3),
+                     image_std=(0.25, 0.5, 1.0))
+    grey = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4, 1)
+    fed = prepare_image(grey, cfg)
+    assert fed.shape == (8, 8, 3) == image_shape(cfg, (4, 4, 1))
+    np.testing.assert_allclose(fed[..., 0] * 0.25 + 0.5, fed[..., 2] * 1.0 + 0.3, atol=1e-6)
+    flat = prepare_image(np.full((4, 4, 1), 0.6, np.float32), cfg)
+    np.testing.assert_allclose(flat[3, 5], [(0.6 - 0.5) / 0.25, (0.6 - 0.4) / 0.5, 0.3],
+                               atol=1e-5)
+    np.testing.assert_array_equal(prepare_image(grey, DataConfig()), standardize(grey))

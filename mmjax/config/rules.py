@@ -57,7 +57,7 @@ RANGES = {
     "train.checkpoint_every": at_least(1), "train.max_checkpoints": at_least(1),
     "train.keep_checkpoint_every": at_least(0), "train.max_nonfinite_steps": at_least(1),
     "train.seed": at_least(0), "train.peak_tflops": at_least(0),
-    "data.workers": at_least(0), "data.video_frames": at_least(0),
+    "data.workers": at_least(0), "data.image_size": at_least(0), "data.video_frames": at_least(0),
     "data.max_text_len": at_least(2),  # [CLS] and [SEP]
     "data.train_fraction": Bounds(0, 1, open_low=True),
     "data.signal_seconds": at_least(0), "data.audio_seconds": at_least(0),
@@ -155,6 +155,14 @@ def _data(cfg: Config) -> None:
     if band and not (len(band) == 2 and 0 < band[0] < band[1]):
         raise ConfigError(f"data.signal_bandpass_hz must be () or (low, high) with "
                           f"0 < low < high, got {band}")
+    mean, std = data.image_mean, data.image_std
+    if len(mean) != len(std) or any(s <= 0 for s in std) or (
+            mean and len(mean) != (data.image_channels or len(mean))):
+        raise ConfigError(f"data.image_mean {mean} and data.image_std {std} must be both () "
+                          "or one value per channel, std > 0")
+    if data.image_channels not in (0, 1, 3):
+        raise ConfigError(f"data.image_channels must be 0 (as stored), 1 or 3, got "
+                          f"{data.image_channels}")
     if any(f <= 0 for f in data.signal_notch_hz):
         raise ConfigError(f"data.signal_notch_hz must be positive frequencies, got "
                           f"{data.signal_notch_hz}")

@@ -35,6 +35,13 @@ class DataConfig(Section):
     max_text_len: int = 96
     tokenizer: str = ""  # '' = the dataset's tokenizer.json; or a tokenizer.json or vocab.txt
     augment: bool = True
+    # What a pretrained image tower was trained on (set by `mmjax import`): images resized
+    # (bicubic) to image_size and grey replicated to image_channels (0: as stored), then
+    # (x - image_mean) / image_std per channel; () standardises each image instead.
+    image_size: int = 0
+    image_channels: int = 0
+    image_mean: tuple[float, ...] = ()
+    image_std: tuple[float, ...] = ()
     video_frames: int = 0  # 0 = every stored frame; fewer = a temporal crop
     signal_seconds: float = 0.0  # 0 = the whole stored signal; less = a crop
     audio_seconds: float = 0.0  # 0 = the whole stored recording; less = a crop

@@ -39,14 +39,37 @@ def standardize(images: np.ndarray, axes=(-3, -2, -1)) -> np.ndarray:
     return ((images - mean) / np.maximum(std, 1e-6)).astype(np.float32)
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """[H, W, C] float32 -> [size, size, C], bilinear."""
+def _resize(image: np.ndarray, size: int, method=Image.BILINEAR) -> np.ndarray:
+    """[H, W, C] float32 -> [size, size, C]."""
     channels = [
-        np.asarray(Image.fromarray(image[..., c], mode="F").resize((size, size),
-                                                                   Image.BILINEAR))
+        np.asarray(Image.fromarray(image[..., c], mode="F").resize((size, size), method))
         for c in range(image.shape[-1])
     ]
     return np.stack(channels, axis=-1)
+
+
+def image_shape(cfg: DataConfig, stored: tuple[int, ...]) -> tuple[int, int, int]:
+    """The [S, S, C] a stored image of shape `stored` is fed as."""
+    size = cfg.image_size or stored[0]
+    return size, size, cfg.image_channels or stored[-1]
+
+
+def prepare_image(image01: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """A [0, 1] image as its model takes it: resized (bicubic, as CLIP's and SigLIP's
+    preprocessing), grey replicated to RGB, then normalised by data.image_mean/std, or
+    standardised per image when they are unset."""
+    size, _, channels = image_shape(cfg, image01.shape)
+    if size != image01.shape[0] or size != image01.shape[1]:
+        image01 = _resize(image01, size, Image.BICUBIC)
+    if channels != image01.shape[-1]:
+        if image01.shape[-1] != 1:
+            raise ConfigError(f"data.image_channels={channels}: a {image01.shape[-1]}-channel "
+                              "image can only be fed as stored or made RGB from grey")
+        image01 = np.repeat(image01, channels, axis=-1)
+    if not cfg.image_mean:
+        return standardize(image01)
+    mean, std = (np.asarray(v, np.float32) for v in (cfg.image_mean, cfg.image_std))
+    return ((image01 - mean) / std).astype(np.float32)
 
 
 def augment_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -115,11 +138,12 @@ class ExampleTransform:
     def _modality(self, modality, record, spec, present, rng) -> dict:
         shape = spec["shape"]
         if modality == "image":
-            image = (schema.stored_to_image(record["image"]) if present
-                     else np.zeros(shape, np.float32))
-            if present and rng is not None and self.config.augment:
+            if not present:
+                return {"image": np.zeros(image_shape(self.config, shape), np.float32)}
+            image = schema.stored_to_image(record["image"])
+            if rng is not None and self.config.augment:
                 image = augment_image(image, rng)
-            return {"image": standardize(image) if present else image}
+            return {"image": prepare_image(image, self.config)}
         if modality == "video":
             return self._video(record, shape, present, rng)
         if modality == "audio":

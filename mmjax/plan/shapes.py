@@ -53,6 +53,9 @@ def input_shapes_from_manifest(dataset_dir, cfg: Config,
     frame = fields.get("image") or (fields["video"][1:] if "video" in fields else None)
     if frame:
         shapes = dataclasses.replace(shapes, image_size=frame[0], channels=frame[-1])
+    if "image" in fields:  # what the pipeline feeds: resized and replicated as configured
+        size, _, channels = pipeline.image_shape(data, tuple(fields["image"]))
+        shapes = dataclasses.replace(shapes, image_size=size, channels=channels)
     if "video" in fields:
         shapes = dataclasses.replace(shapes, frames=data.video_frames or fields["video"][0])
     if "signal" in fields:
