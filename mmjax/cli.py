@@ -257,6 +257,34 @@ def _add_export_command(commands) -> None:
     export.set_defaults(run=_export)
 
 
+def _add_import_command(commands) -> None:
+    imports = commands.add_parser(
+        "import", help="a pretrained CLIP, SigLIP or BiomedCLIP checkpoint as a workdir")
+    imports.add_argument("--from", dest="source", required=True, choices=("hf", "open_clip"),
+                         help="hf: a CLIPModel or SiglipModel folder; open_clip: a state dict "
+                              "(.safetensors) with --config")
+    imports.add_argument("path", help="the folder (hf) or the weights file (open_clip)")
+    imports.add_argument("--config", help="open_clip: the model config JSON "
+                                          "(open_clip_config.json or model_configs/*.json)")
+    imports.add_argument("--tokenizer", help="a tokenizer.json or BERT vocab.txt (hf: "
+                                             "default the folder's tokenizer.json)")
+    imports.add_argument("--workdir", required=True, help="a new folder to write")
+    imports.set_defaults(run=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from mmjax.interop import workdir
+
+    source = workdir.read_source(args.source, args.path, args.config, args.tokenizer)
+    out = workdir.write(source, args.workdir)
+    model = source.imported.model
+    print(f"imported {args.path} ({source.family}: image {model.image.width}x"
+          f"{model.image.depth}, text {model.text.width}x{model.text.depth}, embed "
+          f"{model.embed_dim}) to {out}; evaluate with `mmjax eval --workdir {out} --data "
+          "DATASET`")
+    return 0
+
+
 def _add_report_command(commands) -> None:
     report = commands.add_parser("report", help="an HTML page of curves, metrics, examples")
     report.add_argument("--workdir", action="append", required=True,
@@ -287,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(commands)
     _add_eval_command(commands)
     _add_export_command(commands)
+    _add_import_command(commands)
     _add_report_command(commands)
     _add_plan_command(commands)
     return parser

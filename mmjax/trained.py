@@ -18,6 +18,8 @@ from mmjax.train.checkpoint import first_mismatch, place, read_fields
 
 log = logging.getLogger(__name__)
 
+IMPORTED_FILE = "imported.json"  # in a workdir `mmjax import` wrote (mmjax/interop/workdir.py)
+
 
 def load(workdir: str | Path, step: int | None = None, data_path: str | None = None,
          devices=None, eval_overrides=()) -> EvalContext:
@@ -35,22 +37,30 @@ def load(workdir: str | Path, step: int | None = None, data_path: str | None = N
                                          "after training")
     config_lib.apply(cfg, eval_overrides)
     tokenizer = pins.workdir_tokenizer(workdir, cfg.data)  # the one the model was trained with
-    train_manifest = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest
-    train_labels = train_manifest.label_names
-    # Class weights are part of the objectives the model is defined with.
-    prevalence = train_manifest.attributes.get("label_prevalence", {}).get(cfg.data.train_split)
+    imported = (workdir / IMPORTED_FILE).is_file()  # written by `mmjax import`: no heads
+    if imported and not data_path:
+        raise config_lib.ConfigError(f"{workdir} holds an imported model, trained on no "
+                                     "mmjax dataset: pass the one to evaluate with --data")
+    if not imported:
+        train_manifest = pipeline.open_source(cfg.data.path, cfg.data.train_split).manifest
+        train_labels = tuple(train_manifest.label_names)
+        # Class weights are part of the objectives the model is defined with.
+        prevalence = train_manifest.attributes.get("label_prevalence", {}).get(
+            cfg.data.train_split)
     if data_path:
         cfg.data.path = str(data_path)
     source, transform = pipeline.open_split(cfg.data, cfg.data.eval_split, tokenizer)
     label_names = tuple(source.manifest.label_names)
-    if label_names != tuple(train_labels):
+    if imported:
+        train_labels, prevalence = label_names, None
+    if label_names != train_labels:
         raise config_lib.ConfigError(f"{data_path} has labels {label_names}, the model was "
-                                     f"trained on {tuple(train_labels)}")
+                                     f"trained on {train_labels}")
 
     mesh = make_mesh(cfg.parallel, devices)
     example = next(pipeline.eval_batches(source, transform, cfg.eval.batch_size))
     definition = model_build.define(
-        cfg, model_build.vocab(tokenizer), len(label_names),
+        cfg, model_build.vocab(tokenizer), 0 if imported else len(label_names),
         None if prevalence is None else np.asarray(prevalence), transform.audio_rate_hz)
     parameters = definition.parameters(example, mesh)
     checkpoints = workdir / "checkpoints"

@@ -35,6 +35,7 @@ class Imported:
     source: str
     image_size: int
     channels: int
+    context: int  # the tokens its text tower was trained on (data.max_text_len)
 
 
 def logit_scale(tensors: dict) -> float:

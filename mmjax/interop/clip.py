@@ -101,7 +101,8 @@ def from_hf(folder: str | Path) -> b.Imported:
     channels = vision.get("num_channels", 3)
     entries = _entries(cfg, channels, vision["image_size"], HF_NAMES)
     params = t.assemble(tensors, entries, str(folder), b.HF_IGNORED)
-    return b.Imported(cfg, params, str(folder), vision["image_size"], channels)
+    return b.Imported(cfg, params, str(folder), vision["image_size"], channels,
+                      text["max_position_embeddings"])
 
 
 def from_open_clip(weights: str | Path, config: str | Path) -> b.Imported:
@@ -129,4 +130,5 @@ def from_open_clip(weights: str | Path, config: str | Path) -> b.Imported:
                        spec["embed_dim"], activation, 1e-5, logit_scale)
     entries = _entries(cfg, 3, vision.get("image_size", 224), OPEN_CLIP_NAMES)
     params = t.assemble(tensors, entries, str(weights), OPEN_CLIP_IGNORED)
-    return b.Imported(cfg, params, str(weights), vision.get("image_size", 224), 3)
+    return b.Imported(cfg, params, str(weights), vision.get("image_size", 224), 3,
+                      cfg.text.max_positions)

@@ -83,4 +83,5 @@ def from_hf(folder: str | Path) -> b.Imported:
     params = t.assemble(hf.tensors, _entries(cfg, channels, vision["image_size"]),
                         str(hf.path), b.HF_IGNORED)
     params["proj_image"] = {"kernel": np.eye(cfg.embed_dim, dtype=np.float32)}
-    return b.Imported(cfg, params, str(hf.path), vision["image_size"], channels)
+    return b.Imported(cfg, params, str(hf.path), vision["image_size"], channels,
+                      text["max_position_embeddings"])

@@ -113,4 +113,5 @@ def from_open_clip(weights: str | Path, config: str | Path) -> b.Imported:
     params = t.assemble(tensors, _entries(cfg, channels), str(weights),
                         (f"{BERT}embeddings.position_ids", f"{BERT}pooler."))
     size = spec["vision_cfg"].get("image_size", 224)
-    return b.Imported(cfg, params, str(weights), size, channels)
+    context = spec["text_cfg"].get("context_length", 77)  # open_clip's default
+    return b.Imported(cfg, params, str(weights), size, channels, context)

@@ -294,6 +294,19 @@ def _read(manager, fields, step: int) -> tuple[dict, int]:
     return jax.tree.map(np.asarray, restored), step
 
 
+def write_params(directory: str | Path, params: dict, step: int = 0) -> None:
+    """A checkpoint of parameters alone (an imported model's), with its digest, in the
+    layout `read_fields` reads: evaluation, export and init.from take it; training does
+    not resume from it (it has no optimizer state)."""
+    item = {"params": params, "step": np.asarray(step, np.int32)}
+    with ocp.CheckpointManager(storage.absolute(directory),
+                               item_handlers=ocp.StandardCheckpointHandler(),
+                               options=ocp.CheckpointManagerOptions(create=True)) as manager:
+        manager.save(step, args=ocp.args.StandardSave(item),
+                     custom_metadata={DIGEST_KEY: digest(item)})
+        manager.wait_until_finished()
+
+
 def place(tree, shardings):
     """Host arrays, the same on every process, as global arrays laid out by `shardings`
     (a tree or a prefix of it); each process supplies only its own devices' pieces."""

@@ -1,0 +1,133 @@
+"""An imported checkpoint as an mmjax workdir, so that `mmjax eval --data DATASET`,
+`mmjax export` and `--set init.from=DIR` take it like a trained one: `config.json` (the
+architecture, the tokenizer's context and the image preprocessing the tower was trained
+with), the tokenizer, `imported.json` (where it came from) and checkpoint step 0."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+
+from mmjax import config as config_lib
+from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.interop import blocks as b
+from mmjax.interop import clip, siglip, timm_bert
+from mmjax.interop import tensors as t
+from mmjax.nn import build as model_build
+from mmjax.parallel.mesh import make_mesh
+from mmjax.plan.shapes import InputShapes, example_batch
+from mmjax.train import checkpoint as checkpoint_lib
+from mmjax.train import pins
+from mmjax.trained import IMPORTED_FILE
+
+SOURCES = ("hf", "open_clip")
+# Published image normalisations: OpenAI CLIP's (also open_clip's and BiomedCLIP's
+# default) and SigLIP's.
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What an import reads: the checkpoint, its tokenizer and its normalisation."""
+
+    imported: b.Imported
+    family: str  # clip | siglip | timm_bert
+    tokenizer: Path
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pad_token: str | None = None  # an HF tokenizer_config.json's: SigLIP pads with </s>
+
+
+def _normalisation(path: Path, key_mean: str, key_std: str, default) -> tuple:
+    """mean and std from a preprocessing config (HF preprocessor_config.json, open_clip's
+    preprocess_cfg), else the family's published ones."""
+    if not path.is_file():
+        return default
+    spec = b.read_json(path)
+    spec = spec.get("preprocess_cfg", spec)
+    if key_mean in spec and key_std in spec:
+        return tuple(map(float, spec[key_mean])), tuple(map(float, spec[key_std]))
+    return default
+
+
+def read_source(kind: str, path: str | Path, config: str | Path | None = None,
+                tokenizer: str | Path | None = None) -> Source:
+    """An HF folder (CLIPModel, SiglipModel) or an open_clip state dict with its config."""
+    path = Path(path)
+    if kind == "hf":
+        model_type = b.read_json(path / "config.json").get("model_type")
+        readers = {"clip": (clip.from_hf, (CLIP_MEAN, CLIP_STD)),
+                   "siglip": (siglip.from_hf, (SIGLIP_MEAN, SIGLIP_STD))}
+        if model_type not in readers:
+            raise t.InteropError(f"{path / 'config.json'}: model_type '{model_type}' is not "
+                                 f"one mmjax imports ({', '.join(readers)})")
+        reader, default = readers[model_type]
+        mean, std = _normalisation(path / "preprocessor_config.json", "image_mean",
+                                   "image_std", default)
+        token_config = path / "tokenizer_config.json"
+        pad = b.read_json(token_config).get("pad_token") if token_config.is_file() else None
+        return Source(reader(path), model_type, Path(tokenizer or path / "tokenizer.json"),
+                      mean, std, pad if isinstance(pad, str) else None)
+    if kind != "open_clip":
+        raise t.InteropError(f"--from {kind}: choose from {', '.join(SOURCES)}")
+    if config is None or tokenizer is None:
+        raise t.InteropError("--from open_clip needs --config (its model config JSON) and "
+                             "--tokenizer (a tokenizer.json or BERT vocab.txt)")
+    spec = b.read_json(Path(config))
+    model_cfg = spec.get("model_cfg", spec)
+    timm = "timm_model_name" in model_cfg.get("vision_cfg", {})
+    imported = (timm_bert if timm else clip).from_open_clip(path, config)
+    mean, std = _normalisation(Path(config), "mean", "std", (CLIP_MEAN, CLIP_STD))
+    return Source(imported, "timm_bert" if timm else "clip", Path(tokenizer), mean, std)
+
+
+def run_config(source: Source) -> config_lib.Config:
+    """The config an imported model evaluates and fine-tunes with: its architecture, its
+    context as data.max_text_len (SigLIP attends its padding, so the full context), its
+    preprocessing, and the contrastive loss it was trained with."""
+    imported = source.imported
+    cfg = config_lib.Config(name=f"imported_{source.family}")
+    cfg.model = imported.model
+    cfg.data.modalities = ("image", "report")
+    cfg.data.max_text_len = imported.context
+    cfg.data.augment = False
+    cfg.data.image_size, cfg.data.image_channels = imported.image_size, imported.channels
+    cfg.data.image_mean, cfg.data.image_std = source.mean, source.std
+    if source.family == "siglip":
+        cfg.objectives.contrastive_loss = "sigmoid"
+    cfg.eval.evaluators = ("retrieval", "zeroshot")  # no heads: what a dual encoder does
+    return config_lib.validate(cfg)
+
+
+def write(source: Source, workdir: str | Path) -> Path:
+    """Writes the workdir; a folder that already holds a config.json is refused."""
+    workdir = Path(workdir)
+    if (workdir / "config.json").exists():
+        raise config_lib.ConfigError(f"{workdir} already holds a config.json; import into a "
+                                     "new --workdir")
+    tokenizer = tokenizer_lib.load(source.tokenizer)
+    if source.pad_token is not None:  # kept in the workdir's tokenizer.json
+        pad_id = tokenizer.token_to_id(source.pad_token)
+        if pad_id is None:
+            raise t.InteropError(f"{source.tokenizer}: no pad token '{source.pad_token}'")
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=source.pad_token)
+    cfg = run_config(source)
+    vocab = model_build.vocab(tokenizer)
+    definition = model_build.define(cfg, vocab, 0)
+    shapes = InputShapes(image_size=cfg.data.image_size, channels=cfg.data.image_channels,
+                         text_len=cfg.data.max_text_len, vocab_size=vocab.size)
+    batch = example_batch(shapes, cfg.data.modalities)
+    mesh = make_mesh(cfg.parallel, jax.local_devices()[:1])
+    params, _ = definition.init(batch, definition.parameters(batch, mesh), mesh)
+    params = t.merge(jax.tree.map(jax.device_get, params), source.imported.params)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / pins.TOKENIZER_FILE).write_text(tokenizer.to_str())
+    (workdir / IMPORTED_FILE).write_text(json.dumps(
+        {"source": source.imported.source, "family": source.family,
+         "tokenizer": str(source.tokenizer)}, indent=2) + "\n")
+    checkpoint_lib.write_params(workdir / "checkpoints", params)
+    config_lib.save(cfg, workdir / "config.json")
+    return workdir
+

@@ -1,0 +1,100 @@
+"""`mmjax import` turns a pretrained checkpoint into a workdir that `mmjax eval --data` and
+`init.from` take: the imported weights, the tokenizer and the image preprocessing travel
+with it (fixtures: see tests/test_interop.py)."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from conftest import tiny_config
+from flax import traverse_util
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+from mmjax import config as config_lib
+from mmjax import trained
+from mmjax.cli import main
+from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.interop import clip
+from mmjax.train.loop import train
+
+FIXTURES = Path(__file__).parent / "data" / "interop"
+
+
+def _tokenizer(path: Path, specials: dict[str, int], template: str, size: int = 512) -> Path:
+    """A word-level tokenizer.json of `size` ids with the model's special tokens."""
+    words = [f"w{i}" for i in range(size) if i not in specials.values()]
+    vocab = {**dict(zip(words, (i for i in range(size) if i not in specials.values()),
+                        strict=True)), **specials}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=words[0]))
+    tok.add_special_tokens(list(specials))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(t, i) for t, i in specials.items() if t in template])
+    tok.save(str(path))
+    return path
+
+
+def _clip_tokenizer(tmp_path: Path) -> Path:
+    return _tokenizer(tmp_path / "tokenizer.json", {"<|startoftext|>": 510, "<|endoftext|>": 511},
+                      "<|startoftext|> $A <|endoftext|>")
+
+
+def test_an_imported_clip_evaluates_and_keeps_its_weights(tmp_path, smoke_dataset, capsys):
+    workdir = tmp_path / "clip"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    cfg = config_lib.read(workdir / "config.json")
+    assert (cfg.data.image_size, cfg.data.image_channels, cfg.data.max_text_len) == (32, 3, 16)
+    assert cfg.data.image_mean[0] == 0.48145466  # OpenAI CLIP's normalisation
+
+    ctx = trained.load(workdir, data_path=smoke_dataset)
+    ref = np.load(FIXTURES / "hf_clip_io.npz")
+    images = jnp.asarray(ref["pixel_values"].transpose(0, 2, 3, 1))
+    embedded = ctx.model.apply(ctx.variables, images, method=ctx.model.embed_image)
+    np.testing.assert_allclose(embedded, ref["image_embeds"], atol=1e-4)
+
+    capsys.readouterr()
+    assert main(["eval", "--workdir", str(workdir), "--data", str(smoke_dataset)]) == 0
+    assert "zero-shot image" in capsys.readouterr().out  # 32 px grey fed as CLIP's RGB
+    assert json.loads((workdir / "eval" / "retrieval.json").read_text())["step"] == 0
+
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--workdir",
+                 str(workdir)]) == 2  # never over a workdir
+    assert main(["eval", "--workdir", str(workdir)]) == 2  # which data: it has none
+    assert "pass the one to evaluate with --data" in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_an_imported_model(tmp_path, smoke_dataset, caplog):
+    workdir = tmp_path / "clip"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    imported = config_lib.read(workdir / "config.json")
+    cfg = tiny_config(smoke_dataset)
+    cfg.model, cfg.data.tokenizer = imported.model, str(workdir / "tokenizer.json")
+    for key in ("image_size", "image_channels", "image_mean", "image_std", "max_text_len"):
+        setattr(cfg.data, key, getattr(imported.data, key))
+    cfg.init.from_ = str(workdir)
+    cfg.train.num_steps, cfg.train.batch_size, cfg.eval.evaluators = 1, 16, ()
+    with caplog.at_level(logging.INFO):
+        train(cfg, tmp_path / "finetune", progress=False, evaluate=False)
+    restored = next(r.getMessage() for r in caplog.records if "tensors restored" in r.message)
+    towers = len(traverse_util.flatten_dict(clip.from_hf(FIXTURES / "hf_clip").params))
+    # Every imported tensor, and the sigmoid bias the import initialised; nothing else.
+    assert restored.startswith(f"init.from: {towers + 1} tensors restored, 0 new")
+    assert "0 of the checkpoint unused, 0 with other shapes" in restored
+
+
+def test_siglip_keeps_the_pad_token_its_tokenizer_config_names(tmp_path):
+    folder = tmp_path / "siglip"
+    shutil.copytree(FIXTURES / "hf_siglip", folder)
+    _tokenizer(folder / "tokenizer.json", {"<pad>": 0, "</s>": 1}, "$A </s>")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "</s>"}))
+    assert main(["import", "--from", "hf", str(folder), "--workdir", str(tmp_path / "w")]) == 0
+    tok = tokenizer_lib.load(tmp_path / "w" / "tokenizer.json")
+    assert tokenizer_lib.specials(tok).pad == 1  # </s>, as transformers pads, not <pad>
+    cfg = config_lib.read(tmp_path / "w" / "config.json")
+    assert cfg.objectives.contrastive_loss == "sigmoid" and cfg.data.image_mean == (0.5,) * 3
+    assert cfg.model.text.attend_padding and cfg.data.max_text_len == 16
