@@ -14,10 +14,15 @@ from mmjax.data import tfds as mmjax_tfds  # noqa: E402
 
 
 def _record(i):
-    record = {"patient_id": f"p{i}", "labels": np.array([i % 2], np.uint8),
-              "report": f"report {i}"}
+    """Images absent for every third, risk for every fourth (risk 0 present for p3, p6),
+    labels for p5."""
+    record = {"patient_id": f"p{i}", "report": f"report {i}"}
     if i % 3:
         record["image"] = np.full((8, 8, 1), 1000 * i, np.uint16)
+    if i % 4:
+        record["risk"] = np.uint8(i % 3)
+    if i != 5:
+        record["labels"] = np.array([i % 2], np.uint8)
     return record
 
 
@@ -26,7 +31,8 @@ def prepared(tmp_path_factory):
     source_dir = tmp_path_factory.mktemp("mmjax_toy")
     shards.write_dataset(
         source_dir, "toy", {"train": map(_record, range(12)), "eval": map(_record, range(3))},
-        {"patient_id": (), "image": (8, 8, 1), "report": (), "labels": (1,)}, ["odd"],
+        {"patient_id": (), "image": (8, 8, 1), "report": (), "labels": (1,), "risk": ()},
+        ["odd"],
     )
     tokenizer_lib.train([f"report {i}" for i in range(12)], 64).save(
         str(source_dir / "tokenizer.json"))
@@ -59,3 +65,26 @@ def test_pipeline_trains_from_a_prepared_tfds_folder(prepared):
     assert sum("image" in r for r in records) == 8  # absent images stay absent
     batch = pipeline.train_batches(source, transform, 4, seed=0)[0]
     assert batch["image"].shape == (4, 8, 8, 1) and batch["text"].shape == (4, 8)
+
+
+def test_absent_risk_and_labels_stay_absent_not_zero(prepared):
+    """Zero-filled for TFDS, they come back absent: a missing risk read as risk 0 would
+    train the risk head on made-up negatives."""
+    source_dir, _, tfds_dir = prepared
+    original = shards.ShardedSource(source_dir, "train")
+    by_id = {original[i]["patient_id"]: original[i] for i in range(len(original))}
+    cfg = DataConfig(path=str(tfds_dir), tokenizer=str(source_dir / "tokenizer.json"),
+                     max_text_len=8)
+    source, transform = pipeline.open_split(cfg, "train", pipeline.load_tokenizer(cfg))
+    for i in range(len(source)):
+        record = source[i]
+        expected = by_id[record["patient_id"]]
+        assert set(record) == set(expected)
+        for name in ("risk", "labels"):
+            if name in expected:
+                np.testing.assert_array_equal(record[name], expected[name])
+        out = transform(record)
+        assert bool(out["has_risk"]) == ("risk" in expected)
+        assert bool(out["has_labels"]) == ("labels" in expected)
+    assert sum("risk" not in r for r in by_id.values()) == 3  # p0, p4, p8
+    assert by_id["p3"]["risk"] == 0  # a present zero, told apart from the absent ones

@@ -4,7 +4,8 @@
 `tfds.data_source("mmjax_dataset/<name>", data_dir=...)` reads; `TfdsSource` reads a
 prepared TFDS array_record dataset (ours or anyone's whose features are named after
 the schema fields) so the pipeline can train on it. TFDS needs every feature in
-every example, so absent modalities are zero-filled and flagged `has_<modality>`.
+every example, so absent fields are zero-filled and flagged `has_<field>`: every field,
+not only modalities, as the pipeline tells an absent risk or label from a zero one.
 """
 
 from pathlib import Path
@@ -16,7 +17,7 @@ import tensorflow_datasets as tfds
 from mmjax.data import schema
 from mmjax.data.shards import DatasetError, Manifest, ShardedSource, read_manifest
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: a has_<field> flag for every field, not only modalities
 
 
 def _feature(spec: dict):
@@ -45,7 +46,7 @@ class MmjaxDataset(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         fields = self._manifest.fields
         features = {name: _feature(spec) for name, spec in fields.items()}
-        features.update({f"has_{m}": np.bool_ for m in schema.MODALITIES if m in fields})
+        features.update({f"has_{name}": np.bool_ for name in fields})
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"mmjax dataset '{self._manifest.name}' from {self._source_dir}",
@@ -64,7 +65,7 @@ class MmjaxDataset(tfds.core.GeneratorBasedBuilder):
         for index in range(len(source)):
             record = source[index]
             example = {name: record.get(name, _empty(spec)) for name, spec in fields.items()}
-            example.update({f"has_{m}": m in record for m in schema.MODALITIES if m in fields})
+            example.update({f"has_{name}": name in record for name in fields})
             yield index, example
 
 
@@ -113,7 +114,7 @@ class TfdsSource:
         record = {}
         for name, spec in self.manifest.fields.items():
             if not example.get(f"has_{name}", True):
-                continue  # zero-filled placeholder of an absent modality
+                continue  # zero-filled placeholder of an absent field
             value = example[name]
             if spec["dtype"] == "str":
                 record[name] = value.decode() if isinstance(value, bytes) else str(value)

@@ -20,8 +20,9 @@ import wfdb
 from conftest import write_av
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
+from mmjax.data import ingest
 from mmjax.data.formats import FormatError, audio, convert, dicom, video
 from mmjax.data.formats.audio import read_audio
 from mmjax.data.formats.dicom import read_dicom
@@ -97,20 +98,48 @@ def test_non_finite_rescale_or_window_names_the_tag(tmp_path, tags, match):
         read_dicom(path)
 
 
-def test_pixel_budget_is_checked_before_decoding(tmp_path, monkeypatch):
-    """A few bytes promising 65535 x 65535 x 1000 values are refused without a decoder."""
-    path = _ct(tmp_path / "huge.dcm", raw=np.zeros((2, 2), np.uint16))
+def _header(path, rows: int, columns: int, frames: int = 1):
+    """A CT file whose header promises `rows` x `columns` x `frames`, holding 2 x 2 values."""
+    _ct(path, raw=np.zeros((2, 2), np.uint16))
     ds = pydicom.dcmread(path)
-    ds.Rows = ds.Columns = 65535
-    ds.NumberOfFrames = 1000
+    ds.Rows, ds.Columns = rows, columns
+    if frames > 1:
+        ds.NumberOfFrames = frames
     ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, frames, wanted, match",
+    [
+        (65535, 1000, None, "65535 x 65535 pixels x 1000 frames x 1 samples is over the budget "
+                            "of 67108864"),
+        (8000, 1, None, "8000 x 8000 pixels x 1 frames x 1 samples is over the budget of 33554432"),
+        (2048, 10**6, 17, "2048 x 2048 pixels x 17 frames x 1 samples is over the budget of 6710"),
+        (2048, 10**6, None, "x 1000000 frames x 1 samples is over the budget"),
+    ],
+)
+def test_pixel_budget_is_checked_before_decoding(tmp_path, monkeypatch, rows, frames, wanted,
+                                                 match):
+    """A few bytes promising more values than kept frames or an image may hold are refused
+    without a decoder: an image holds MAX_PIXEL_VALUES, the frames kept together
+    MAX_KEPT_FRAME_VALUES (ingest's 16 of 2048 x 2048, not 17)."""
+    path = _header(tmp_path / "huge.dcm", rows, rows, frames)
 
     def no_decoding(syntax):
         raise AssertionError("decoder asked for")
 
     monkeypatch.setattr(dicom, "get_decoder", no_decoding)
-    with _raises("65535 x 65535 pixels x 1000 frames x 1 samples is over the budget", path):
-        read_dicom(path)
+    with _raises(match, path):
+        read_dicom(path, wanted)
+
+
+def test_frames_within_budget_but_missing_from_the_file_are_refused(tmp_path):
+    """16 of a million promised 2048 x 2048 frames are within budget; the file holds 8 bytes,
+    which the header's frame count is checked against before any frame is read."""
+    path = _header(tmp_path / "short.dcm", 2048, 2048, 10**6)
+    with _raises(f"pixel data holds 8 bytes, header says {2048 * 2048 * 2 * 10**6}", path):
+        read_dicom(path, 16)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +158,33 @@ def test_absurd_dicom_frame_rate(tmp_path, tags, match):
         read_dicom(path)
     ok = _ct(tmp_path / "ok.dcm", raw=np.zeros((3, 2, 2), np.uint16), frames=3, FrameTime="40")
     assert read_dicom(ok).fps == 25.0
+
+
+def _cine(path, frames: int, size: int = 2):
+    """Grey multi-frame CT, frame t offset by 100 t, with a window (not from percentiles)."""
+    raw = (np.resize(RAW_CT, (size, size)) + 100 * np.arange(frames)[:, None, None]) & 0xFFFF
+    return _ct(path, raw=raw.astype(np.uint16), frames=frames, WindowCenter="1000",
+               WindowWidth="4000", RescaleIntercept="-1024")
+
+
+@pytest.mark.parametrize("name", ["cine", "examples_ybr_color.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_sampled_dicom_frames_are_decoded_alone_and_equal_the_whole_files(tmp_path, monkeypatch,
+                                                                          name):
+    """Native grey, JPEG (30 frames) and RLE (2 frames) RGB: only the uniformly sampled
+    frames reach the decoder, each alone, and they are those of the whole file."""
+    path = _cine(tmp_path / "cine.dcm", 30) if name == "cine" else get_testdata_file(name)
+    everything = read_dicom(path).frames
+    indices = convert.frame_indices(len(everything), min(len(everything), 16))
+    asked = []
+    decoder = dicom.get_decoder(pydicom.dcmread(path).file_meta.TransferSyntaxUID)
+    as_array = decoder.as_array
+    monkeypatch.setattr(decoder, "as_array",
+                        lambda src, index, **options: asked.append(index)
+                        or as_array(src, index=index, **options))
+    sampled = read_dicom(path, 16)
+    assert asked == indices.tolist()
+    np.testing.assert_array_equal(sampled.frames, everything[indices])
+    assert len(read_dicom(path, 31).frames) == len(everything)
 
 
 # --- DICOM waveforms --------------------------------------------------------------------------
@@ -202,7 +258,7 @@ def test_non_finite_and_huge_array_samples_are_counted_after_unit_conversion(tmp
     signal[20, 0] = 7e7  # uV: 70000 mV, beyond float16
     signal[21, 0] = 6e7  # 60000 mV: fits
     path = _npy_ecg(tmp_path, signal, units="uV")
-    with _raises("3 non-finite and 1 out-of-range \\(|x| > 65504\\) of 200 millivolt samples",
+    with _raises("3 non-finite and 1 out-of-range \\(\\|x\\| > 65504\\) of 200 millivolt samples",
                  path):
         read_ecg(path)
     csv = tmp_path / "lead.csv"
@@ -243,7 +299,7 @@ def test_float_wav_non_finite_and_huge_samples_are_counted(tmp_path):
     samples[0, 5], samples[1, 6], samples[1, 7] = np.nan, np.inf, -np.inf
     samples[0, 100], samples[:, 200] = 1e5, 1.5  # 1.5: lossy overshoot, clipped to 1
     path = _float_wav(tmp_path / "a.wav", samples, 8000)
-    with _raises("3 non-finite and 1 out-of-range \\(|x| > 65504\\) of 16000 samples", path):
+    with _raises("3 non-finite and 1 out-of-range \\(\\|x\\| > 65504\\) of 16000 samples", path):
         read_audio(path)
     samples[:, :101] = 0
     item = read_audio(_float_wav(tmp_path / "ok.wav", samples, 8000))
@@ -345,8 +401,9 @@ def test_frame_size_and_rate_are_checked_before_decoding(tmp_path, monkeypatch):
 
 def _peak_rss_mib(statement: str) -> float:
     """Peak RSS (VmHWM: unlike ru_maxrss, not inherited from the forking test process) of a
-    fresh process that imports the video reader and runs `statement`."""
+    fresh process that imports the video and DICOM readers and runs `statement`."""
     code = ("from mmjax.data.formats.video import read_video\n"
+            "from mmjax.data.formats.dicom import read_dicom\n"
             f"{statement}\n"
             "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
@@ -362,3 +419,43 @@ def test_long_clip_keeps_only_the_sampled_frames_in_memory(tmp_path):
     every = _peak_rss_mib(f"read_video({str(path)!r})") - imports
     sampled = _peak_rss_mib(f"read_video({str(path)!r}, 16)") - imports
     assert every > 56 and sampled < 30, (every, sampled)
+
+
+def test_multiframe_dicom_keeps_only_the_sampled_frames_in_memory(tmp_path):
+    """100 frames of 512 x 512 are 50 MiB in the file and 100 MiB as float32; two sampled
+    frames are 2 MiB, and the rest of the pixel data stays in the file."""
+    path = _cine(tmp_path / "cine.dcm", 100, size=512)
+    imports = _peak_rss_mib("")
+    every = _peak_rss_mib(f"read_dicom({str(path)!r})") - imports
+    sampled = _peak_rss_mib(f"read_dicom({str(path)!r}, 2)") - imports
+    assert every > 100 and sampled < 20, (every, sampled)
+
+
+# --- ingest: what resampling makes of samples near float16's limit ----------------------------
+
+
+def test_resampling_overshoot_past_float16_is_refused_not_stored_as_inf(tmp_path):
+    """A step from -65000 to 65000 mV passes the reader (|x| <= 65504) but the polyphase
+    filter rings ~9% past it; stored as float16 that would be Inf."""
+    signal = np.zeros((5000, 2), np.float32)
+    signal[:2500], signal[2500:] = -65000, 65000
+    path = tmp_path / "step.npy"
+    np.save(path, signal)
+    (tmp_path / "step.json").write_text(json.dumps({"rate_hz": 500, "leads": ["I", "II"]}))
+    assert np.abs(read_ecg(path).signal).max() == 65000  # the reader lets it through
+    overshoot = r"0 non-finite and [1-9]\d* out-of-range \(\|x\| > 65504\) of 12000 millivolt"
+    with _raises(overshoot + " samples after resampling", path):  # 1000 samples x 12 leads
+        ingest._file_item(path, ingest.Shapes())
+    np.save(path, signal / 2)  # the same step at half the height is stored, finite
+    stored = ingest._file_item(path, ingest.Shapes())["signal"]
+    assert np.isfinite(stored).all() and np.abs(stored[:, :2]).max() > 32500
+
+
+def test_deflated_dicom_decodes_from_the_inflated_dataset(tmp_path):
+    """Pixel offsets of a deflated file point into the inflated stream, not the file."""
+    path = _ct(tmp_path / "ct.dcm", RescaleIntercept="-1024")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "deflated.dcm").pixels,
+                                  read_dicom(path).pixels)

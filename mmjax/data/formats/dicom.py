@@ -4,19 +4,24 @@ pydicom parses element values lazily, so a corrupt value can surface long after
 `dcmread` returned; everything that touches the dataset runs under one guard that
 turns parser errors into `FormatError`. Numbers the output depends on are checked, not
 guessed at: a stated NaN or Inf (rescale, window, rates) names its tag, a rescale that
-overflows and rates outside `convert`'s plausible ranges are errors, and the pixel count
-the header promises is held to `MAX_PIXEL_VALUES` before anything is decoded.
+overflows and rates outside `convert`'s plausible ranges are errors, and the pixel counts
+the header promises are held to `MAX_PIXEL_VALUES` (an image) or `MAX_KEPT_FRAME_VALUES`
+(the frames kept) before anything is decoded. Pixel data is decoded from the file a frame
+at a time, and only the frames kept, so memory follows what is kept, not the file's size.
 """
 
 import dataclasses
 import math
+import os
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, as_pixel_options, get_decoder
+from pydicom.pixels.decoders.base import DecodeRunner
 
 from mmjax.data.formats import FormatError, convert, existing_file
 
@@ -29,11 +34,19 @@ WINDOW_PERCENTILES = (0.5, 99.5)  # display range when the file gives no window
 SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 # Observation and acquisition context is who/when/how (and may name people), not findings.
 SR_SKIPPED_RELATIONSHIPS = ("HAS OBS CONTEXT", "HAS ACQ CONTEXT")
-# Decoded values (rows x columns x frames x samples) one file may hold: a few bytes of
-# header can promise terabytes, which decoders allocate up front. 2**28 is 186 frames of
-# 800 x 600 RGB; peak memory measured ~24 bytes a value for 16-bit grey (the rescale runs
-# in float64), so up to 6 GiB at the budget.
-MAX_PIXEL_VALUES = 2**28
+# Decoded values a file may make us keep: a few bytes of header can promise terabytes,
+# which decoders allocate up front. Measured by tools/bench_ingest_memory.py, ingest's peak
+# RSS stays under 1 GB at either budget: ~210 MiB of imports, then ~16 bytes a value of an
+# image (modality values, display, resize copies) and ~8.5 of kept frames (float32 values,
+# their percentile copy, the uint8 video).
+MAX_PIXEL_VALUES = 2**25  # a single-frame image: 5792 x 5792 grey, 3344 x 3344 RGB
+# The frames kept of a multi-frame file together: ingest's 16 of 2048 x 2048 grey or
+# 1182 x 1182 RGB.
+MAX_KEPT_FRAME_VALUES = 2**26
+# Values larger than this are deferred by dcmread: pixel data stays in the file.
+DEFER_BYTES = 2**20
+# The rescale and window run in float64 over blocks of about this many values.
+BLOCK_VALUES = 2**20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -54,28 +67,36 @@ class DicomItem:
 
     def display01(self) -> np.ndarray:
         """The image windowed to [0, 1], bright meaning dense (MONOCHROME1 inverted)."""
-        return _display01(self.pixels, self.window_center, self.window_width, self.photometric)
+        return _by_blocks(
+            lambda block: _display01(block, self.window_center, self.window_width,
+                                     self.photometric),
+            self.pixels, np.empty(self.pixels.shape, np.float32),
+        )
 
 
-def read_dicom(path) -> DicomItem:
+def read_dicom(path, frames: int | None = None) -> DicomItem:
+    """What the file holds; of a multi-frame file only `frames` (None: all), sampled
+    uniformly as videos are (`convert.frame_indices`), are decoded."""
+    if frames is not None and frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
     path = existing_file(path)
     try:
-        ds = pydicom.dcmread(path, force=False)
+        ds = pydicom.dcmread(path, force=False, defer_size=DEFER_BYTES)
     except InvalidDicomError as e:
         raise FormatError(path, f"not a DICOM file ({e})") from e
     except Exception as e:
         raise FormatError.caused_by(path, "unreadable DICOM", e) from e
     try:
-        return _item(ds, path)
+        return _item(ds, path, frames)
     except FormatError:
         raise
     except Exception as e:
         raise FormatError.caused_by(path, "corrupt DICOM", e) from e
 
 
-def _item(ds: pydicom.Dataset, path: str) -> DicomItem:
+def _item(ds: pydicom.Dataset, path: str, frames: int | None) -> DicomItem:
     if any(keyword in ds for keyword in PIXEL_KEYWORDS):
-        return _pixel_item(ds, path)
+        return _pixel_item(ds, path, frames)
     if "WaveformSequence" in ds:
         return _waveform_item(ds, path)
     if "ContentSequence" in ds and (
@@ -115,19 +136,31 @@ def _number(ds: pydicom.Dataset, keyword: str, path: str) -> float | None:
     return number
 
 
-def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
-    """All frames as decoded by pydicom and the photometric interpretation they came out in."""
+def _kept_frames(ds: pydicom.Dataset, path: str, frames: int | None) -> np.ndarray:
+    """Indices of the frames to decode, once the header's sizes are within budget."""
+    count = int(ds.get("NumberOfFrames") or 1)
+    if count < 1:
+        raise FormatError(path, f"NumberOfFrames is {count}")
+    kept = count if frames is None else min(count, frames)
+    budget = MAX_PIXEL_VALUES if count == 1 else MAX_KEPT_FRAME_VALUES
+    if ds.Rows * ds.Columns * ds.SamplesPerPixel * kept > budget:
+        raise FormatError(
+            path,
+            f"{ds.Rows} x {ds.Columns} pixels x {kept} frames x {ds.SamplesPerPixel} samples "
+            f"is over the budget of {budget} values",
+        )
+    return convert.frame_indices(count, kept)
+
+
+def _decode(
+    ds: pydicom.Dataset, path: str, indices: np.ndarray
+) -> Iterator[tuple[np.ndarray, str]]:
+    """Each frame at `indices` as decoded by pydicom, with the photometric interpretation it
+    came out in. Frames are read from the file, so the (deferred) pixel data is never
+    loaded whole."""
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise FormatError(path, "no transfer syntax in the file meta information")
-    frames = int(ds.get("NumberOfFrames") or 1)
-    expected = ds.Rows * ds.Columns * frames * ds.SamplesPerPixel
-    if expected > MAX_PIXEL_VALUES:
-        raise FormatError(
-            path,
-            f"{ds.Rows} x {ds.Columns} pixels x {frames} frames x {ds.SamplesPerPixel} samples "
-            f"is over the budget of {MAX_PIXEL_VALUES} values",
-        )
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as e:
@@ -135,67 +168,110 @@ def _decode(ds: pydicom.Dataset, path: str) -> tuple[np.ndarray, str]:
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies)
         raise FormatError(path, f"no decoder installed for {syntax.name} ({missing})")
-    try:
-        array, meta = decoder.as_array(ds)
-    except Exception as e:
-        raise FormatError.caused_by(path, "cannot decode pixel data", e) from e
-    if array.size != expected:
-        raise FormatError(path, f"decoded {array.size} pixel values, header says {expected}")
-    return array, str(meta["photometric_interpretation"])
+    keyword = next(keyword for keyword in PIXEL_KEYWORDS if keyword in ds)
+    element = ds.get_item(keyword, keep_deferred=True)  # raw: where the value starts
+    options = as_pixel_options(
+        ds, transfer_syntax_uid=syntax, pixel_keyword=keyword, pixel_vr=element.VR
+    )
+    # Offsets of a deflated file are in the inflated stream, which pydicom holds anyway:
+    # decode from the dataset, whose length pydicom checks.
+    in_file = not syntax.is_deflated
+    if in_file and not syntax.is_encapsulated:  # read from a file, pydicom checks no length
+        runner = DecodeRunner(syntax)
+        runner.set_options(**options)
+        expected = math.ceil(runner.frame_length(unit="bytes") * options["number_of_frames"])
+        held = min(element.length, os.path.getsize(path) - element.value_tell)
+        if held < expected:
+            raise FormatError(path, f"pixel data holds {held} bytes, header says {expected}")
+    values = ds.Rows * ds.Columns * ds.SamplesPerPixel
+    with open(path, "rb") as file:
+        for index in indices:
+            file.seek(element.value_tell)
+            try:
+                array, meta = decoder.as_array(file if in_file else ds, index=int(index),
+                                               **options)
+            except Exception as e:
+                raise FormatError.caused_by(path, "cannot decode pixel data", e) from e
+            if array.size != values:
+                raise FormatError(
+                    path, f"decoded {array.size} pixel values a frame, header says {values}"
+                )
+            yield array, str(meta["photometric_interpretation"])
 
 
-def _pixel_item(ds: pydicom.Dataset, path: str) -> DicomItem:
-    array, photometric = _decode(ds, path)
-    samples = ds.SamplesPerPixel
-    if photometric in MONOCHROME and samples == 1:
-        pixels = _modality_values(ds, array, path)
+def _pixel_item(ds: pydicom.Dataset, path: str, frames: int | None) -> DicomItem:
+    indices = _kept_frames(ds, path, frames)
+    samples, pixels = ds.SamplesPerPixel, None
+    for k, (array, photometric) in enumerate(_decode(ds, path, indices)):
+        grey = photometric in MONOCHROME and samples == 1
+        palette = photometric == "PALETTE COLOR" and samples == 1
+        if not (grey or palette or (photometric in RGB_PHOTOMETRICS and samples == 3)):
+            raise FormatError(
+                path,
+                f"unsupported photometric interpretation {photometric} "
+                f"with {samples} samples per pixel",
+            )
+        if pixels is None:  # filled in place: no second copy of what is kept
+            shape = (*array.shape, 3) if palette else array.shape
+            pixels = np.empty((len(indices), *shape), np.float32)
+        if grey:
+            _modality_values(ds, array, path, out=pixels[k])
+        elif palette:
+            colours = apply_color_lut(array, ds)  # uint8 or uint16, as the palette's entries
+            pixels[k] = colours
+        else:
+            pixels[k] = array
+    if grey:
         center, width = _window(ds, pixels, path)
-    elif photometric == "PALETTE COLOR" and samples == 1:
-        colours = apply_color_lut(array, ds)  # uint8 or uint16, as the palette's entries
-        pixels, photometric = colours.astype(np.float32), "RGB"
-        center, width = convert.window_spanning(0, np.iinfo(colours.dtype).max)
-    elif photometric in RGB_PHOTOMETRICS and samples == 3:
-        pixels, photometric = array.astype(np.float32), "RGB"
-        center, width = convert.window_spanning(0, 2**ds.BitsStored - 1)
     else:
-        raise FormatError(
-            path,
-            f"unsupported photometric interpretation {photometric} "
-            f"with {samples} samples per pixel",
-        )
+        top = np.iinfo(colours.dtype).max if palette else 2**ds.BitsStored - 1
+        photometric, (center, width) = "RGB", convert.window_spanning(0, top)
     if int(ds.get("NumberOfFrames") or 1) == 1:
         return DicomItem(
             "image",
-            pixels=pixels,
+            pixels=pixels[0],
             window_center=center,
             window_width=width,
             photometric=photometric,
         )
-    frames = np.stack(  # a frame at a time, so the float64 windowing stays one frame big
-        [np.round(_display01(f, center, width, photometric) * 255).astype(np.uint8) for f in pixels]
-    )
+    video = np.empty(pixels.shape, np.uint8)
+    for frame, out in zip(pixels, video, strict=True):
+        _by_blocks(lambda block: np.round(_display01(block, center, width, photometric) * 255),
+                   frame, out)
     return DicomItem(
-        "video", frames=frames if frames.ndim == 4 else frames[..., None], fps=_fps(ds, path)
+        "video", frames=video if video.ndim == 4 else video[..., None], fps=_fps(ds, path)
     )
 
 
-def _modality_values(ds: pydicom.Dataset, array: np.ndarray, path: str) -> np.ndarray:
-    """Stored values -> modality units (HU for CT): the rescale, or a modality LUT."""
+def _by_blocks(function, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out[...] = function(values)` a block of rows at a time, so float64 temporaries stay
+    about BLOCK_VALUES big instead of 8 to 24 bytes a value of the whole image."""
+    rows = max(1, BLOCK_VALUES * len(values) // max(1, values.size))
+    for start in range(0, len(values), rows):
+        out[start : start + rows] = function(values[start : start + rows])
+    return out
+
+
+def _modality_values(
+    ds: pydicom.Dataset, array: np.ndarray, path: str, out: np.ndarray
+) -> np.ndarray:
+    """Stored values -> modality units (HU for CT) in `out`: the rescale, or a modality LUT."""
     if "ModalityLUTSequence" in ds:
-        return apply_modality_lut(array, ds).astype(np.float32)
+        out[...] = apply_modality_lut(array, ds)
+        return out
     slope = _number(ds, "RescaleSlope", path)
     intercept = _number(ds, "RescaleIntercept", path)
+    scale, offset = 1.0 if slope is None else slope, intercept or 0.0
     with np.errstate(over="ignore"):  # counted below
-        values = array.astype(np.float64) * (1.0 if slope is None else slope)
-        values = (values + (intercept or 0.0)).astype(np.float32)
-    overflowed = values.size - np.count_nonzero(np.isfinite(values))
+        _by_blocks(lambda block: block.astype(np.float64) * scale + offset, array, out)
+    overflowed = out.size - np.count_nonzero(np.isfinite(out))
     if overflowed:
         raise FormatError(
             path,
             f"RescaleSlope {slope} and RescaleIntercept {intercept} overflow float32 "
-            f"on {overflowed} of {values.size} pixels",
+            f"on {overflowed} of {out.size} pixels",
         )
-    return values
+    return out
 
 
 def _window(ds: pydicom.Dataset, pixels: np.ndarray, path: str) -> tuple[float, float]:
