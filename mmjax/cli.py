@@ -98,6 +98,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "hf":
+        from mmjax.interop import hf_export
+
+        out = hf_export.export(args.workdir, args.out, args.step)
+        print(f"exported {args.workdir} to {out} (load with "
+              "transformers.CLIPModel.from_pretrained)")
+        return 0
     from mmjax.export import export
 
     _enable_compilation_cache()
@@ -254,6 +261,9 @@ def _add_export_command(commands) -> None:
     export.add_argument("--out", required=True, help="folder to write (a new one, or a "
                         "previous export to replace)")
     export.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    export.add_argument("--format", choices=("mmjax", "hf"), default="mmjax",
+                        help="mmjax: StableHLO + safetensors for mmjax.export.load; hf: a "
+                             "Hugging Face CLIPModel folder (CLIP-shaped models)")
     export.set_defaults(run=_export)
 
 

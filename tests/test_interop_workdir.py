@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from conftest import tiny_config
 from flax import traverse_util
+from safetensors.numpy import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from mmjax import config as config_lib
@@ -98,3 +99,36 @@ def test_siglip_keeps_the_pad_token_its_tokenizer_config_names(tmp_path):
     cfg = config_lib.read(tmp_path / "w" / "config.json")
     assert cfg.objectives.contrastive_loss == "sigmoid" and cfg.data.image_mean == (0.5,) * 3
     assert cfg.model.text.attend_padding and cfg.data.max_text_len == 16
+
+
+def test_export_to_hugging_face_gives_the_checkpoint_back_bit_for_bit(tmp_path):
+    """Import the transformers CLIP, export it as a CLIPModel folder: the same tensors,
+    names and sizes (`tools/check_hf_export.py` loads such a folder in transformers)."""
+    workdir, out = tmp_path / "clip", tmp_path / "hf"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format", "hf"]) == 0
+    original = load_file(str(FIXTURES / "hf_clip" / "model.safetensors"))
+    exported = load_file(str(out / "model.safetensors"))
+    assert exported.keys() == original.keys()
+    for name, tensor in original.items():
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    config, source = (json.loads((d / "config.json").read_text()) for d in (out, FIXTURES /
+                                                                             "hf_clip"))
+    for tower in ("text_config", "vision_config"):
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads", "hidden_act", "layer_norm_eps"):
+            assert config[tower][key] == source[tower][key], (tower, key)
+    assert config["text_config"]["eos_token_id"] == 511  # pooled where mmjax pools
+    assert clip.from_hf(out).model == clip.from_hf(FIXTURES / "hf_clip").model
+
+
+def test_a_model_clip_cannot_express_is_refused_naming_the_option(tmp_path, smoke_dataset,
+                                                                   capsys):
+    cfg = tiny_config(smoke_dataset)
+    cfg.train.num_steps, cfg.train.batch_size = 1, 16
+    train(cfg, tmp_path / "native", progress=False, evaluate=False)
+    assert main(["export", "--workdir", str(tmp_path / "native"), "--out",
+                 str(tmp_path / "hf"), "--format", "hf"]) == 2
+    assert "model.image.pre_norm=False: a Hugging Face CLIPModel needs True" in \
+        capsys.readouterr().err

@@ -147,3 +147,41 @@ def merge(params: dict, loaded: dict) -> dict:
                                f"{np.shape(flat[key])} in the model")
         flat[key] = np.asarray(value, flat[key].dtype)
     return traverse_util.unflatten_dict(flat)
+
+
+def _checkpoint_shape(entry: Entry, value: np.ndarray) -> tuple[int, ...]:
+    """The entry's checkpoint shape, its one open size (the vocabulary) filled in."""
+    if None not in entry.shape:
+        return entry.shape
+    if entry.shape.count(None) > 1:
+        raise InteropError(f"{entry.name}: more than one open size")
+    known = int(np.prod([s for s in entry.shape if s is not None]))
+    return tuple(value.size // known if s is None else s for s in entry.shape)
+
+
+def disassemble(params: dict, entries: Sequence[Entry]) -> dict[str, np.ndarray]:
+    """assemble() backwards: every checkpoint tensor the entries name, rebuilt from the
+    parameters. Each entry's layout change is undone by running it on the tensor's element
+    indices, so transposes, reshapes and packed q/k/v invert alike; a tensor some element
+    of which no parameter fills is an InteropError."""
+    flat = traverse_util.flatten_dict(params)
+    built: dict[str, np.ndarray] = {}
+    filled: dict[str, np.ndarray] = {}
+    for entry in entries:
+        if entry.path not in flat:
+            raise InteropError(f"the model has no parameter '{'/'.join(entry.path)}' for "
+                               f"{entry.name}")
+        value = np.asarray(flat[entry.path], np.float32)
+        shape = _checkpoint_shape(entry, value)
+        index = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+        positions = (entry.convert(index) if entry.convert else index).astype(np.int64)
+        if positions.shape != value.shape:
+            raise InteropError(f"'{'/'.join(entry.path)}' has shape {value.shape}, the layout "
+                               f"of {entry.name} gives {positions.shape}")
+        tensor = built.setdefault(entry.name, np.zeros(shape, np.float32))
+        covered = filled.setdefault(entry.name, np.zeros(shape, bool))
+        tensor.reshape(-1)[positions.ravel()] = value.ravel()
+        covered.reshape(-1)[positions.ravel()] = True
+    if unfilled := [name for name, covered in filled.items() if not covered.all()]:
+        raise InteropError(f"no parameter fills all of {_listed(unfilled)}")
+    return built
