@@ -98,12 +98,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    if args.format == "hf":
-        from mmjax.interop import hf_export
+    if args.format != "mmjax":
+        from mmjax.interop import outbound
 
-        out = hf_export.export(args.workdir, args.out, args.step)
-        print(f"exported {args.workdir} to {out} (load with "
-              "transformers.CLIPModel.from_pretrained)")
+        out = outbound.export(args.workdir, args.out, args.step, args.format)
+        loader = {"hf": "transformers.CLIPModel.from_pretrained(folder)",
+                  "open_clip": "open_clip.model.CLIP(**model_cfg) + load_state_dict"}
+        print(f"exported {args.workdir} to {out} (load with {loader[args.format]})")
         return 0
     from mmjax.export import export
 
@@ -261,9 +262,10 @@ def _add_export_command(commands) -> None:
     export.add_argument("--out", required=True, help="folder to write (a new one, or a "
                         "previous export to replace)")
     export.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
-    export.add_argument("--format", choices=("mmjax", "hf"), default="mmjax",
+    export.add_argument("--format", choices=("mmjax", "hf", "open_clip"), default="mmjax",
                         help="mmjax: StableHLO + safetensors for mmjax.export.load; hf: a "
-                             "Hugging Face CLIPModel folder (CLIP-shaped models)")
+                             "Hugging Face CLIPModel folder; open_clip: a state dict and "
+                             "its model config (CLIP-shaped models)")
     export.set_defaults(run=_export)
 
 

@@ -132,3 +132,25 @@ def test_a_model_clip_cannot_express_is_refused_naming_the_option(tmp_path, smok
                  str(tmp_path / "hf"), "--format", "hf"]) == 2
     assert "model.image.pre_norm=False: a Hugging Face CLIPModel needs True" in \
         capsys.readouterr().err
+
+
+def test_export_to_open_clip_gives_the_state_dict_back_bit_for_bit(tmp_path):
+    workdir, out = tmp_path / "clip", tmp_path / "oc"
+    assert main(["import", "--from", "open_clip", str(FIXTURES / "open_clip_vit.safetensors"),
+                 "--config", str(FIXTURES / "open_clip_vit.json"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format",
+                 "open_clip"]) == 0
+    original = load_file(str(FIXTURES / "open_clip_vit.safetensors"))
+    exported = load_file(str(out / "open_clip_model.safetensors"))
+    assert exported.keys() == original.keys()
+    for name, tensor in original.items():
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    spec = json.loads((out / "open_clip_config.json").read_text())
+    source = json.loads((FIXTURES / "open_clip_vit.json").read_text())
+    for tower in ("vision_cfg", "text_cfg"):
+        for key, value in source[tower].items():
+            assert spec["model_cfg"][tower][key] == value, (tower, key)
+    again = clip.from_open_clip(out / "open_clip_model.safetensors", out / "open_clip_config.json")
+    assert again.model == clip.from_open_clip(FIXTURES / "open_clip_vit.safetensors",
+                                              FIXTURES / "open_clip_vit.json").model

@@ -1,8 +1,9 @@
-"""A CLIP-shaped mmjax workdir out as a Hugging Face `CLIPModel` folder — config.json,
-model.safetensors, preprocessor_config.json and the tokenizer — that
-`transformers.CLIPModel.from_pretrained(folder)` loads as it is. The tensors are the
-import's table run backwards, so export then import gives the parameters back bit for bit.
-Only architectures CLIPModel has can go out; any other option is named."""
+"""A CLIP-shaped mmjax workdir out for PyTorch users: a Hugging Face `CLIPModel` folder
+(config.json, model.safetensors, preprocessor_config.json, tokenizer.json) that
+`transformers.CLIPModel.from_pretrained(folder)` loads, or an open_clip state dict with its
+`open_clip_config.json` for `open_clip.model.CLIP(**model_cfg)` + `load_state_dict`. The
+tensors are the import's table run backwards, so export then import gives the parameters
+back bit for bit. Only architectures CLIP has can go out; any other option is named."""
 
 import json
 import math
@@ -43,6 +44,25 @@ def check_clip_shaped(model: config_lib.ModelConfig) -> None:
                              "epsilon; CLIPModel has one of each")
 
 
+def _open_clip_config(cfg, vocab: int, image_size: int) -> dict:
+    """open_clip's model config (as in its model_configs/ and hub repos) and preprocessing."""
+    model = cfg.model
+    if model.image.activation not in ("quick_gelu", "gelu") or model.image.layer_norm_eps != 1e-5:
+        raise t.InteropError(f"open_clip's CLIP has exact or quick GELU and LayerNorm eps 1e-5, "
+                             f"got {model.image.activation} and {model.image.layer_norm_eps}")
+    image, text = model.image, model.text
+    return {"model_cfg": {
+        "embed_dim": model.embed_dim, "quick_gelu": image.activation == "quick_gelu",
+        "vision_cfg": {"image_size": image_size, "layers": image.depth, "width": image.width,
+                       "patch_size": image.patch_size,
+                       "head_width": image.width // image.num_heads,
+                       "mlp_ratio": image.mlp_dim / image.width},
+        "text_cfg": {"context_length": text.max_positions, "vocab_size": vocab,
+                     "width": text.width, "heads": text.num_heads, "layers": text.depth,
+                     "mlp_ratio": text.mlp_dim / text.width}},
+        "preprocess_cfg": {"mean": list(cfg.data.image_mean), "std": list(cfg.data.image_std)}}
+
+
 def _hf_config(model, vocab: int, image_size: int, channels: int, roles) -> dict:
     act = HF_ACTIVATIONS[model.image.activation]
     eps = model.image.layer_norm_eps
@@ -63,8 +83,14 @@ def _hf_config(model, vocab: int, image_size: int, channels: int, roles) -> dict
             "text_config": text, "vision_config": vision}
 
 
-def export(workdir: str | Path, out: str | Path, step: int | None = None) -> Path:
-    """Writes the Hugging Face folder `out` (new, or empty) from the workdir's checkpoint."""
+FORMATS = ("hf", "open_clip")
+
+
+def export(workdir: str | Path, out: str | Path, step: int | None = None,
+           layout: str = "hf") -> Path:
+    """Writes the folder `out` (new, or empty) in `layout` from the workdir's checkpoint."""
+    if layout not in FORMATS:
+        raise t.InteropError(f"--format {layout}: choose from {', '.join(FORMATS)}")
     workdir, out = Path(workdir), Path(out)
     cfg = config_lib.read(workdir / "config.json")
     check_clip_shaped(cfg.model)
@@ -81,10 +107,18 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None) -> Pat
     image_size = math.isqrt(rows) * cfg.model.image.patch_size
     channels = params["encoders_image"]["patch_embed"]["proj"]["kernel"].shape[0] // (
         cfg.model.image.patch_size ** 2)
-    entries = clip._entries(cfg.model, channels, image_size, clip.HF_NAMES)
-    tensors = t.disassemble(params, entries)
+    names = clip.HF_NAMES if layout == "hf" else clip.OPEN_CLIP_NAMES
+    tensors = t.disassemble(params, clip._entries(cfg.model, channels, image_size, names))
     tokenizer = pins.workdir_tokenizer(workdir, cfg.data)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.json").write_text(tokenizer.to_str())
+    (out / "mmjax_export.json").write_text(json.dumps(
+        {"workdir": str(workdir), "step": step, "format": layout}, indent=2) + "\n")
+    if layout == "open_clip":
+        save_file(tensors, str(out / "open_clip_model.safetensors"))
+        (out / "open_clip_config.json").write_text(json.dumps(
+            _open_clip_config(cfg, tokens, image_size), indent=2) + "\n")
+        return out
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = _hf_config(cfg.model, tokens, image_size, channels,
                         tokenizer_lib.specials(tokenizer))
@@ -94,8 +128,5 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None) -> Pat
         {"image_processor_type": "CLIPImageProcessor", "image_mean": mean, "image_std": std,
          "size": {"shortest_edge": image_size},
          "crop_size": {"height": image_size, "width": image_size}}, indent=2) + "\n")
-    (out / "tokenizer.json").write_text(tokenizer.to_str())
-    (out / "mmjax_export.json").write_text(json.dumps(
-        {"workdir": str(workdir), "step": step, "format": "hf"}, indent=2) + "\n")
     return out
 
