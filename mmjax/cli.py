@@ -109,7 +109,7 @@ def _export(args: argparse.Namespace) -> int:
     from mmjax.export import export
 
     _enable_compilation_cache()
-    out = export(args.workdir, args.out, args.step)
+    out = export(args.workdir, args.out, args.step, args.data or None)
     print(f"exported {args.workdir} to {out} (load with mmjax.export.load)")
     return 0
 
@@ -262,6 +262,8 @@ def _add_export_command(commands) -> None:
     export.add_argument("--out", required=True, help="folder to write (a new one, or a "
                         "previous export to replace)")
     export.add_argument("--step", type=int, help="checkpoint step (default: the newest)")
+    export.add_argument("--data", default="",
+                        help="an imported model's workdir: the dataset whose shapes to export at")
     export.add_argument("--format", choices=("mmjax", "hf", "open_clip"), default="mmjax",
                         help="mmjax: StableHLO + safetensors for mmjax.export.load; hf: a "
                              "Hugging Face CLIPModel folder; open_clip: a state dict and "

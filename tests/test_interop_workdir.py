@@ -154,3 +154,22 @@ def test_export_to_open_clip_gives_the_state_dict_back_bit_for_bit(tmp_path):
     again = clip.from_open_clip(out / "open_clip_model.safetensors", out / "open_clip_config.json")
     assert again.model == clip.from_open_clip(FIXTURES / "open_clip_vit.safetensors",
                                               FIXTURES / "open_clip_vit.json").model
+
+
+def test_an_imported_model_exports_for_mmjax_export_load(tmp_path, smoke_dataset):
+    """StableHLO export at the shapes of a dataset given with --data; the loader (no model
+    code) embeds like the source library, and the card says where the model came from."""
+    from mmjax import export as export_lib
+    workdir, out = tmp_path / "clip", tmp_path / "export"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    assert main(["export", "--workdir", str(workdir), "--out", str(out), "--data",
+                 str(smoke_dataset)]) == 0
+    model = export_lib.load(out)
+    ref = np.load(FIXTURES / "hf_clip_io.npz")
+    np.testing.assert_allclose(model.embed_image(ref["pixel_values"].transpose(0, 2, 3, 1)),
+                               ref["image_embeds"], atol=1e-5)
+    info = json.loads((out / "export.json").read_text())
+    assert "(x - mean) / std per channel" in info["modalities"]["image"]["preprocessing"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Imported with `mmjax import`" in card and "## Training data" not in card

@@ -31,16 +31,31 @@ OBJECTIVE_DETAILS = {
 
 
 def model_card(ctx, workdir: Path, params: dict, info: dict, manifest) -> str:
+    from mmjax.trained import IMPORTED_FILE  # the writer's side: it has the model code
+
     cfg = ctx.cfg
+    imported = workdir / IMPORTED_FILE
+    history = ([_card_imported(json.loads(imported.read_text()), cfg)] if imported.is_file()
+               else [_card_data(cfg, ctx.label_names, manifest),
+                     _card_training(cfg, ctx.step, workdir)])
     sections = [
         f"# Model card: {cfg.name} (mmjax export, step {ctx.step})",
         _card_model(cfg, params, info),
-        _card_data(cfg, ctx.label_names, manifest),
-        _card_training(cfg, ctx.step, workdir),
+        *history,
         _card_metrics(cfg, ctx.step, workdir),
         _card_use(cfg, info, _synthetic(manifest)),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _card_imported(source: dict, cfg) -> str:
+    """An imported model was trained elsewhere: where it came from, not mmjax's training."""
+    return "\n".join([
+        "## Origin", "",
+        f"Imported with `mmjax import` from `{source['source']}` ({source['family']} layout), "
+        "unchanged: its training data, training and license are those of the source model "
+        "(see its own model card). Exported at the shapes of the dataset at "
+        f"`{cfg.data.path}`."])
 
 
 def _architecture(model_cfg, modality: str) -> str:

@@ -33,10 +33,12 @@ from mmjax.export.layout import (
 from mmjax.export.reader import read_info
 
 
-def export(workdir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
+def export(workdir: str | Path, out_dir: str | Path, step: int | None = None,
+           data_path: str | None = None) -> Path:
     """Exports the encoders of `workdir` at checkpoint `step` (default the newest) to
     `out_dir`, which must be new, empty, or hold exactly a previous export (replaced).
-    Nothing in the workdir is written."""
+    `data_path`: the dataset whose shapes an imported model is exported at (a trained one
+    uses its own). Nothing in the workdir is written."""
     from mmjax import trained  # model code: only exporting needs it, not load()
 
     workdir = storage.path(workdir, "--workdir")  # a local folder or a bucket
@@ -45,7 +47,7 @@ def export(workdir: str | Path, out_dir: str | Path, step: int | None = None) ->
                                      "folder (then copy it, e.g. gcloud storage cp -r)")
     out_dir = Path(out_dir).absolute()
     _check_out_dir(out_dir, workdir)
-    ctx = trained.load(workdir, step)
+    ctx = trained.load(workdir, step, data_path)
     # Written beside out_dir and moved into place, so a failed export leaves nothing.
     staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -199,12 +201,17 @@ def _signature(exported, modality: str, params: dict, cfg, manifest) -> dict:
                     "dtype": a.dtype.name} for n, a in zip(INPUTS[modality], avals, strict=True)],
         "output": {"shape": [BATCH, cfg.model.embed_dim], "dtype": "float32",
                    "unit_norm": True},
-        "preprocessing": _preprocessing(modality, avals, manifest),
+        "preprocessing": _preprocessing(modality, avals, manifest, cfg.data),
     }
 
 
-def _preprocessing(modality: str, avals, manifest) -> str:
+def _preprocessing(modality: str, avals, manifest, data) -> str:
     """In words, what mmjax.data.pipeline does to a record before this encoder."""
+    if modality == "image" and data.image_mean:
+        return (f"image float32 {_shape(avals[0])}: intensities scaled to [0, 1] (the stored "
+                "uint16 / 65535), resized (bicubic) to that size, grey replicated to its "
+                f"channels, then (x - mean) / std per channel with mean {list(data.image_mean)}"
+                f" and std {list(data.image_std)}; no augmentation")
     if modality == "image":
         return (f"image float32 {_shape(avals[0])}: intensities scaled to [0, 1] (the stored "
                 "uint16 / 65535), then standardised per image to zero mean and unit variance "
