@@ -282,6 +282,9 @@ def _add_import_command(commands) -> None:
                                           "(open_clip_config.json or model_configs/*.json)")
     imports.add_argument("--tokenizer", help="a tokenizer.json or BERT vocab.txt (hf: "
                                              "default the folder's tokenizer.json)")
+    imports.add_argument("--image-size", type=int,
+                         help="run the image tower at this size: its position embeddings "
+                              "resampled as the source library does (default: as trained)")
     imports.add_argument("--workdir", required=True, help="a new folder to write")
     imports.set_defaults(run=_import)
 
@@ -289,7 +292,8 @@ def _add_import_command(commands) -> None:
 def _import(args: argparse.Namespace) -> int:
     from mmjax.interop import workdir
 
-    source = workdir.read_source(args.source, args.path, args.config, args.tokenizer)
+    source = workdir.read_source(args.source, args.path, args.config, args.tokenizer,
+                                 args.image_size)
     out = workdir.write(source, args.workdir)
     model = source.imported.model
     print(f"imported {args.path} ({source.family}: image {model.image.width}x"

@@ -18,7 +18,7 @@ from flax import linen as nn
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-from mmjax.interop import blocks, clip, siglip, timm_bert
+from mmjax.interop import blocks, clip, positions, siglip, timm_bert
 from mmjax.interop import tensors as t
 from mmjax.nn.model import MultimodalModel
 
@@ -193,3 +193,32 @@ def test_full_size_biomedclip_maps_one_to_one():
     tree = t.assemble(tensors, timm_bert._entries(cfg, 3), "biomedclip",
                       (f"{timm_bert.BERT}embeddings.position_ids",))
     assert tree["encoders_report"]["token_embed"]["embedding"].shape == (30522, 768)
+
+
+@pytest.mark.parametrize("case", ["up", "down", "odd"])
+@pytest.mark.parametrize("antialias", [False, True])
+def test_position_grids_resize_as_torch_does(case, antialias):
+    """F.interpolate bicubic without antialias (transformers) and with it (open_clip, timm),
+    growing, shrinking and to an odd size."""
+    ref = np.load(FIXTURES / "resample_io.npz")
+    grid = ref[f"{case}_in"][0].transpose(1, 2, 0)
+    want = ref[f"{case}_bicubic{'_aa' if antialias else ''}"][0].transpose(1, 2, 0)
+    got = positions.resize_grid(grid, want.shape[0], antialias)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    other = positions.resize_grid(grid, want.shape[0], not antialias)
+    assert np.abs(other - want).max() > 1e-3  # the two methods differ: the test can tell
+
+
+def test_an_import_at_another_image_size_keeps_the_cls_row():
+    imported = clip.from_hf(FIXTURES / "hf_clip")
+    bigger = positions.at_image_size(imported, 48, antialias=False)
+    table = bigger.params["encoders_image"]["pos_embed"]["pos"]
+    assert table.shape == (1 + 36, 48) and bigger.image_size == 48
+    np.testing.assert_array_equal(table[0], imported.params["encoders_image"]["pos_embed"]
+                                  ["pos"][0])
+    model, params = _model(bigger, 512)
+    image = model.apply({"params": params}, jnp.zeros((1, 48, 48, 3)),
+                        method=model.embed_image)
+    assert image.shape == (1, 32)
+    with pytest.raises(t.InteropError, match="not a multiple of the patch size 8"):
+        positions.at_image_size(imported, 50, antialias=False)

@@ -173,3 +173,14 @@ def test_an_imported_model_exports_for_mmjax_export_load(tmp_path, smoke_dataset
     assert "(x - mean) / std per channel" in info["modalities"]["image"]["preprocessing"]
     card = (out / "MODEL_CARD.md").read_text()
     assert "Imported with `mmjax import`" in card and "## Training data" not in card
+
+
+def test_import_at_another_image_size(tmp_path):
+    from mmjax.train.checkpoint import read_fields
+    workdir = tmp_path / "clip"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--image-size", "48", "--workdir",
+                 str(workdir)]) == 0
+    assert config_lib.read(workdir / "config.json").data.image_size == 48
+    stored, _ = read_fields(workdir / "checkpoints", ("params",))
+    assert stored["params"]["encoders_image"]["pos_embed"]["pos"].shape == (37, 48)

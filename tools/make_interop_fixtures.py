@@ -979,12 +979,29 @@ def make_fullsize_keys(out_dir: str):
 # --------------------------------------------------------------------------
 
 
+def make_resample(out_dir: str):
+    """Position grids resized as the libraries resize position embeddings: F.interpolate
+    bicubic, align_corners=False, without antialias (transformers' interpolate_pos_encoding)
+    and with it (open_clip's resize_pos_embed, timm's resample_abs_pos_embed)."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name, (g, h) in {"up": (4, 6), "down": (6, 4), "odd": (5, 7)}.items():
+        grid = torch.from_numpy(rng.normal(size=(1, WIDTH, g, g)).astype(np.float32))
+        arrays[f"{name}_in"] = grid.numpy()
+        for key, aa in (("bicubic", False), ("bicubic_aa", True)):
+            arrays[f"{name}_{key}"] = torch.nn.functional.interpolate(
+                grid, size=(h, h), mode="bicubic", align_corners=False, antialias=aa).numpy()
+    desc = save_npz(os.path.join(out_dir, "resample_io.npz"), arrays)
+    MANIFEST["resample"] = {"files": ["resample_io.npz"], "arrays": desc,
+                            "conventions": {"layout": "[1, D, g, g] in, [1, D, h, h] out"}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/data/interop")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="fixture names to skip (hf_clip open_clip_vit hf_siglip hf_bert "
-                         "open_clip_timm_bert fullsize_keys)")
+                         "open_clip_timm_bert fullsize_keys resample)")
     args = ap.parse_args()
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -993,7 +1010,7 @@ def main():
     steps = [("hf_clip", make_hf_clip), ("open_clip_vit", make_open_clip_vit),
              ("hf_siglip", make_hf_siglip), ("hf_bert", make_hf_bert),
              ("open_clip_timm_bert", make_open_clip_timm_bert),
-             ("fullsize_keys", make_fullsize_keys)]
+             ("fullsize_keys", make_fullsize_keys), ("resample", make_resample)]
     for name, fn in steps:
         if name in args.skip:
             continue

@@ -12,7 +12,7 @@ import jax
 from mmjax import config as config_lib
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.interop import blocks as b
-from mmjax.interop import clip, siglip, timm_bert
+from mmjax.interop import clip, positions, siglip, timm_bert
 from mmjax.interop import tensors as t
 from mmjax.nn import build as model_build
 from mmjax.parallel.mesh import make_mesh
@@ -53,9 +53,18 @@ def _normalisation(path: Path, key_mean: str, key_std: str, default) -> tuple:
 
 
 def read_source(kind: str, path: str | Path, config: str | Path | None = None,
-                tokenizer: str | Path | None = None) -> Source:
-    """An HF folder (CLIPModel, SiglipModel) or an open_clip state dict with its config."""
-    path = Path(path)
+                tokenizer: str | Path | None = None, image_size: int | None = None) -> Source:
+    """An HF folder (CLIPModel, SiglipModel) or an open_clip state dict with its config;
+    with `image_size`, its position embeddings resampled as the source library does."""
+    source = _read_source(kind, Path(path), config, tokenizer)
+    if image_size is None:
+        return source
+    resampled = positions.at_image_size(source.imported, image_size,
+                                        antialias=kind == "open_clip")
+    return dataclasses.replace(source, imported=resampled)
+
+
+def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
     if kind == "hf":
         model_type = b.read_json(path / "config.json").get("model_type")
         readers = {"clip": (clip.from_hf, (CLIP_MEAN, CLIP_STD)),
