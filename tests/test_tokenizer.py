@@ -125,3 +125,21 @@ def test_mlm_needs_a_tokenizer_with_a_mask_token(tmp_path):
     cfg.objectives.mlm = 1.0
     with pytest.raises(ConfigError, match="objectives.mlm needs a tokenizer with a mask"):
         build.define(cfg, vocab, 0)
+
+
+def test_clip_bpe_gives_open_clips_ids():
+    """transformers' CLIP tokenizer.json (at a reduced vocabulary of open_clip's own merges)
+    through encode() gives open_clip.tokenize's ids: [SOT] tokens [EOT], the long text cut
+    with its last id made [EOT], padded with 0 once an import sets open_clip's padding
+    (fixture: tools/make_interop_fixtures.py, see tests/test_interop.py)."""
+    import json
+    from pathlib import Path
+    fixtures = Path(__file__).parent / "data" / "interop"
+    texts = json.loads((fixtures / "manifest.json").read_text())["clip_tokenizer"]["texts"]
+    want = np.load(fixtures / "clip_tokenizer_io.npz")["ids"]
+    tok = tokenizer_lib.load(fixtures / "clip_tokenizer.json")
+    tok.enable_padding(pad_id=0, pad_token=tok.id_to_token(0))  # what `mmjax import` keeps
+    encoded = tokenizer_lib.encode(tok, texts, want.shape[1])
+    np.testing.assert_array_equal(encoded.ids, want)
+    assert encoded.mask.sum(axis=1).tolist() == (want != 0).sum(axis=1).tolist()
+    assert encoded.num_truncated == 2  # the second and third texts, cut keeping [EOT]

@@ -996,12 +996,56 @@ def make_resample(out_dir: str):
                             "conventions": {"layout": "[1, D, g, g] in, [1, D, h, h] out"}}
 
 
+TOKENIZER_TEXTS = [
+    "No acute cardiopulmonary abnormality.",
+    "Small LEFT pleural effusion; heart size normal. Don't miss the 3 mm nodule!",
+    "Moderate cardiomegaly with pulmonary edema, worse than 2024-01-05 (see prior)",
+    "",
+]
+
+
+def make_clip_tokenizer(out_dir: str, merges_kept: int = 4000):
+    """CLIP's BPE at a reduced vocabulary (open_clip's own merges file, cut to its first
+    `merges_kept` merges) as the tokenizer.json transformers' CLIPTokenizer builds, and the
+    ids open_clip.tokenize gives fixed texts with it (context 16, so one text is cut)."""
+    import gzip
+    import tempfile
+
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+    from transformers import CLIPTokenizer
+    with gzip.open(default_bpe()) as f:
+        lines = f.read().decode("utf-8").split("\n")
+    merges = lines[1:merges_kept + 1]
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe = os.path.join(tmp, "bpe.txt.gz")
+        with gzip.open(bpe, "wt", encoding="utf-8") as f:
+            f.write("\n".join([lines[0], *merges, ""]))
+        reference = SimpleTokenizer(bpe_path=bpe, context_length=CTX)
+        vocab = dict(reference.encoder)
+        vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")
+        vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
+        hf = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+        hf.backend_tokenizer.save(os.path.join(out_dir, "clip_tokenizer.json"))
+        ids = reference(TOKENIZER_TEXTS, context_length=CTX).numpy()
+        hf_ids = [hf(text)["input_ids"] for text in TOKENIZER_TEXTS]
+    for row, text_ids in zip(ids, hf_ids, strict=True):  # they agree before truncation
+        assert list(row[:min(len(text_ids), CTX)])[:-1] == text_ids[:min(len(text_ids), CTX)][:-1]
+    desc = save_npz(os.path.join(out_dir, "clip_tokenizer_io.npz"),
+                    {"ids": ids.astype(np.int64)})
+    MANIFEST["clip_tokenizer"] = {
+        "files": ["clip_tokenizer.json", "clip_tokenizer_io.npz"], "arrays": desc,
+        "texts": TOKENIZER_TEXTS, "vocab_size": len(vocab), "merges_kept": merges_kept,
+        "conventions": {"ids": f"open_clip.tokenize(texts, context_length={CTX}): sot, "
+                               "tokens, eot, zeros; a text longer than the context is cut "
+                               "and its last id set to eot"}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/data/interop")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="fixture names to skip (hf_clip open_clip_vit hf_siglip hf_bert "
-                         "open_clip_timm_bert fullsize_keys resample)")
+                         "open_clip_timm_bert fullsize_keys resample clip_tokenizer)")
     args = ap.parse_args()
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -1010,7 +1054,8 @@ def main():
     steps = [("hf_clip", make_hf_clip), ("open_clip_vit", make_open_clip_vit),
              ("hf_siglip", make_hf_siglip), ("hf_bert", make_hf_bert),
              ("open_clip_timm_bert", make_open_clip_timm_bert),
-             ("fullsize_keys", make_fullsize_keys), ("resample", make_resample)]
+             ("fullsize_keys", make_fullsize_keys), ("resample", make_resample),
+             ("clip_tokenizer", make_clip_tokenizer)]
     for name, fn in steps:
         if name in args.skip:
             continue

@@ -38,6 +38,7 @@ class Source:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pad_token: str | None = None  # an HF tokenizer_config.json's: SigLIP pads with </s>
+    pad_id: int | None = None  # open_clip.tokenize pads with 0, whatever the tokenizer says
 
 
 def _normalisation(path: Path, key_mean: str, key_std: str, default) -> tuple:
@@ -89,7 +90,8 @@ def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
     timm = "timm_model_name" in model_cfg.get("vision_cfg", {})
     imported = (timm_bert if timm else clip).from_open_clip(path, config)
     mean, std = _normalisation(Path(config), "mean", "std", (CLIP_MEAN, CLIP_STD))
-    return Source(imported, "timm_bert" if timm else "clip", Path(tokenizer), mean, std)
+    return Source(imported, "timm_bert" if timm else "clip", Path(tokenizer), mean, std,
+                  pad_id=None if timm else 0)
 
 
 def run_config(source: Source) -> config_lib.Config:
@@ -117,11 +119,13 @@ def write(source: Source, workdir: str | Path) -> Path:
         raise config_lib.ConfigError(f"{workdir} already holds a config.json; import into a "
                                      "new --workdir")
     tokenizer = tokenizer_lib.load(source.tokenizer)
-    if source.pad_token is not None:  # kept in the workdir's tokenizer.json
+    pad_id = source.pad_id
+    if source.pad_token is not None:
         pad_id = tokenizer.token_to_id(source.pad_token)
         if pad_id is None:
             raise t.InteropError(f"{source.tokenizer}: no pad token '{source.pad_token}'")
-        tokenizer.enable_padding(pad_id=pad_id, pad_token=source.pad_token)
+    if pad_id is not None:  # kept in the workdir's tokenizer.json
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id))
     cfg = run_config(source)
     vocab = model_build.vocab(tokenizer)
     definition = model_build.define(cfg, vocab, 0)
