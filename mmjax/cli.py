@@ -102,7 +102,7 @@ def _export(args: argparse.Namespace) -> int:
         from mmjax.interop import outbound
 
         out = outbound.export(args.workdir, args.out, args.step, args.format)
-        loader = {"hf": "transformers.CLIPModel.from_pretrained(folder)",
+        loader = {"hf": "transformers.AutoModel.from_pretrained(folder)",
                   "open_clip": "open_clip.model.CLIP(**model_cfg) + load_state_dict"}
         print(f"exported {args.workdir} to {out} (load with {loader[args.format]})")
         return 0

@@ -184,3 +184,22 @@ def test_import_at_another_image_size(tmp_path):
     assert config_lib.read(workdir / "config.json").data.image_size == 48
     stored, _ = read_fields(workdir / "checkpoints", ("params",))
     assert stored["params"]["encoders_image"]["pos_embed"]["pos"].shape == (37, 48)
+
+
+def test_siglip_exports_to_hugging_face_bit_for_bit(tmp_path):
+    folder = tmp_path / "siglip"
+    shutil.copytree(FIXTURES / "hf_siglip", folder)
+    _tokenizer(folder / "tokenizer.json", {"<pad>": 0, "</s>": 1}, "$A </s>")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "</s>"}))
+    workdir, out = tmp_path / "w", tmp_path / "hf"
+    assert main(["import", "--from", "hf", str(folder), "--workdir", str(workdir)]) == 0
+    assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format", "hf"]) == 0
+    original = load_file(str(FIXTURES / "hf_siglip" / "model.safetensors"))
+    exported = load_file(str(out / "model.safetensors"))
+    assert exported.keys() == original.keys()
+    for name, tensor in original.items():
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "siglip" and config["text_config"]["pad_token_id"] == 1
+    assert main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "oc"),
+                 "--format", "open_clip"]) == 2  # open_clip has no SigLIP layout here

@@ -3,16 +3,18 @@ with reference ones. Run where torch is installed (the venv of make_interop_fixt
 
     python tools/check_hf_export.py EXPORTED_FOLDER REFERENCE.npz
 
-REFERENCE.npz holds `pixel_values` [B, C, H, W], `input_ids` and `attention_mask` [B, L],
+REFERENCE.npz holds `pixel_values` [B, C, H, W], `input_ids` (and, for CLIP,
+`attention_mask`) [B, L],
 and the embeddings mmjax gives for them, `image_embeds` and `text_embeds` (L2-normalised),
-e.g. tests/data/interop/hf_clip_io.npz for an import of tests/data/interop/hf_clip.
+e.g. tests/data/interop/hf_clip_io.npz (hf_siglip_io.npz) for an import of
+tests/data/interop/hf_clip (hf_siglip).
 """
 
 import argparse
 
 import numpy as np
 import torch
-from transformers import CLIPModel
+from transformers import AutoModel
 
 
 def main() -> None:
@@ -20,12 +22,14 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("reference")
     args = parser.parse_args()
-    model = CLIPModel.from_pretrained(args.folder).eval()
+    model = AutoModel.from_pretrained(args.folder).eval()  # CLIPModel or SiglipModel
     ref = np.load(args.reference)
+    inputs = {"pixel_values": torch.from_numpy(ref["pixel_values"]),
+              "input_ids": torch.from_numpy(ref["input_ids"])}
+    if "attention_mask" in ref:  # SigLIP attends its padding: it takes none
+        inputs["attention_mask"] = torch.from_numpy(ref["attention_mask"])
     with torch.no_grad():
-        out = model(pixel_values=torch.from_numpy(ref["pixel_values"]),
-                    input_ids=torch.from_numpy(ref["input_ids"]),
-                    attention_mask=torch.from_numpy(ref["attention_mask"]))
+        out = model(**inputs)
     for name in ("image_embeds", "text_embeds"):
         error = np.abs(getattr(out, name).numpy() - ref[name]).max()
         print(f"{name}: max abs difference {error:.2e}")

@@ -1,19 +1,20 @@
-"""A CLIP-shaped mmjax workdir out for PyTorch users: a Hugging Face `CLIPModel` folder
+"""A CLIP- or SigLIP-shaped mmjax workdir out for PyTorch users: a Hugging Face folder
 (config.json, model.safetensors, preprocessor_config.json, tokenizer.json) that
-`transformers.CLIPModel.from_pretrained(folder)` loads, or an open_clip state dict with its
-`open_clip_config.json` for `open_clip.model.CLIP(**model_cfg)` + `load_state_dict`. The
-tensors are the import's table run backwards, so export then import gives the parameters
-back bit for bit. Only architectures CLIP has can go out; any other option is named."""
+`transformers.CLIPModel` / `SiglipModel.from_pretrained(folder)` loads, or, for CLIP, an
+open_clip state dict with its `open_clip_config.json` for `open_clip.model.CLIP(**model_cfg)`
+and `load_state_dict`. The tensors are the import's table run backwards, so export then
+import gives the parameters back bit for bit. Any option those models lack is named."""
 
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 from safetensors.numpy import save_file
 
 from mmjax import config as config_lib
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.interop import clip
+from mmjax.interop import clip, siglip
 from mmjax.interop import tensors as t
 from mmjax.train import pins
 from mmjax.train.checkpoint import read_fields
@@ -28,20 +29,37 @@ CLIP_SHAPED = (("image", "pool", "cls"), ("image", "pre_norm", True),
                ("text", "projection_bias", False), ("text", "projection_hidden", 0))
 
 
-def check_clip_shaped(model: config_lib.ModelConfig) -> None:
-    """Refuses, naming the first, any option CLIPModel cannot express."""
-    for section, field, value in CLIP_SHAPED:
+# What SiglipModel computes.
+SIGLIP_SHAPED = (("image", "pool", "map"), ("image", "map_mlp", True),
+                 ("image", "pre_norm", False), ("image", "cls_position", False),
+                 ("image", "patch_bias", True), ("image", "positions", "learned"),
+                 ("text", "pool", "last"), ("text", "causal", False), ("text", "norm", "pre"),
+                 ("text", "embed_norm", False), ("text", "type_vocab_size", 0),
+                 ("text", "attend_padding", True), ("text", "projection_bias", True),
+                 ("text", "projection_hidden", 0))
+
+
+def is_siglip(model: config_lib.ModelConfig) -> bool:
+    return model.image.pool == "map" and model.text.attend_padding
+
+
+def check_shaped(model: config_lib.ModelConfig) -> None:
+    """Refuses, naming the first, any option CLIPModel (or, for a SigLIP-style model,
+    SiglipModel) cannot express."""
+    wanted = SIGLIP_SHAPED if is_siglip(model) else CLIP_SHAPED
+    name = "SiglipModel" if is_siglip(model) else "CLIPModel"
+    for section, field, value in wanted:
         have = getattr(getattr(model, section), field)
         if have != value:
             raise t.InteropError(
                 f"model.{section}.{field}={have!r}: a "
-                f"Hugging Face CLIPModel needs {value!r}")
+                f"Hugging Face {name} needs {value!r}")
     if model.image_encoder != "vit":
-        raise t.InteropError(f"model.image_encoder={model.image_encoder}: CLIPModel has a ViT")
+        raise t.InteropError(f"model.image_encoder={model.image_encoder}: {name} has a ViT")
     if (model.image.activation, model.image.layer_norm_eps) != (
             model.text.activation, model.text.layer_norm_eps):
         raise t.InteropError("the image and text towers differ in activation or LayerNorm "
-                             "epsilon; CLIPModel has one of each")
+                             f"epsilon; {name} has one of each")
 
 
 def _open_clip_config(cfg, vocab: int, image_size: int) -> dict:
@@ -61,6 +79,23 @@ def _open_clip_config(cfg, vocab: int, image_size: int) -> dict:
                      "width": text.width, "heads": text.num_heads, "layers": text.depth,
                      "mlp_ratio": text.mlp_dim / text.width}},
         "preprocess_cfg": {"mean": list(cfg.data.image_mean), "std": list(cfg.data.image_std)}}
+
+
+def _siglip_config(model, vocab: int, image_size: int, channels: int, roles) -> dict:
+    act = HF_ACTIVATIONS[model.image.activation]
+    eps = model.image.layer_norm_eps
+    text = {"hidden_size": model.text.width, "intermediate_size": model.text.mlp_dim,
+            "num_hidden_layers": model.text.depth, "num_attention_heads": model.text.num_heads,
+            "max_position_embeddings": model.text.max_positions, "vocab_size": vocab,
+            "hidden_act": act, "layer_norm_eps": eps, "projection_size": model.embed_dim,
+            "eos_token_id": roles.end, "pad_token_id": roles.pad}
+    vision = {"hidden_size": model.image.width, "intermediate_size": model.image.mlp_dim,
+              "num_hidden_layers": model.image.depth, "num_attention_heads":
+                  model.image.num_heads, "image_size": image_size,
+              "patch_size": model.image.patch_size, "num_channels": channels,
+              "hidden_act": act, "layer_norm_eps": eps, "vision_use_head": True}
+    return {"architectures": ["SiglipModel"], "model_type": "siglip",
+            "text_config": text, "vision_config": vision}
 
 
 def _hf_config(model, vocab: int, image_size: int, channels: int, roles) -> dict:
@@ -86,6 +121,15 @@ def _hf_config(model, vocab: int, image_size: int, channels: int, roles) -> dict
 FORMATS = ("hf", "open_clip")
 
 
+def _check_identity_projection(params: dict, model) -> None:
+    """SiglipModel has no image projection: mmjax's must still be the identity."""
+    kernel = params["proj_image"]["kernel"]
+    if kernel.shape != (model.image.width, model.image.width) or not (
+            kernel == np.eye(model.image.width, dtype=kernel.dtype)).all():
+        raise t.InteropError("the image projection is not the identity (it was trained, or "
+                             "the model is not SigLIP's); SiglipModel has none to hold it")
+
+
 def export(workdir: str | Path, out: str | Path, step: int | None = None,
            layout: str = "hf") -> Path:
     """Writes the folder `out` (new, or empty) in `layout` from the workdir's checkpoint."""
@@ -93,7 +137,11 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None,
         raise t.InteropError(f"--format {layout}: choose from {', '.join(FORMATS)}")
     workdir, out = Path(workdir), Path(out)
     cfg = config_lib.read(workdir / "config.json")
-    check_clip_shaped(cfg.model)
+    check_shaped(cfg.model)
+    siglip_shaped = is_siglip(cfg.model)
+    if siglip_shaped and layout != "hf":
+        raise t.InteropError("a SigLIP-style model exports only as a Hugging Face "
+                             "SiglipModel (--format hf)")
     if not cfg.data.image_mean:
         raise t.InteropError("the model standardises each image (data.image_mean is unset), "
                              "which CLIPImageProcessor cannot do; train with data.image_mean "
@@ -103,12 +151,17 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None,
     stored, step = read_fields(workdir / "checkpoints", ("params",), step)
     params = stored["params"]
     tokens = params["encoders_report"]["token_embed"]["embedding"].shape[0]
-    rows = params["encoders_image"]["pos_embed"]["pos"].shape[0] - 1
+    rows = params["encoders_image"]["pos_embed"]["pos"].shape[0] - (0 if siglip_shaped else 1)
     image_size = math.isqrt(rows) * cfg.model.image.patch_size
     channels = params["encoders_image"]["patch_embed"]["proj"]["kernel"].shape[0] // (
         cfg.model.image.patch_size ** 2)
-    names = clip.HF_NAMES if layout == "hf" else clip.OPEN_CLIP_NAMES
-    tensors = t.disassemble(params, clip._entries(cfg.model, channels, image_size, names))
+    if siglip_shaped:
+        _check_identity_projection(params, cfg.model)
+        entries = siglip._entries(cfg.model, channels, image_size)
+    else:
+        names = clip.HF_NAMES if layout == "hf" else clip.OPEN_CLIP_NAMES
+        entries = clip._entries(cfg.model, channels, image_size, names)
+    tensors = t.disassemble(params, entries)
     tokenizer = pins.workdir_tokenizer(workdir, cfg.data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_text(tokenizer.to_str())
@@ -120,13 +173,16 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None,
             _open_clip_config(cfg, tokens, image_size), indent=2) + "\n")
         return out
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = _hf_config(cfg.model, tokens, image_size, channels,
-                        tokenizer_lib.specials(tokenizer))
+    config = (_siglip_config if siglip_shaped else _hf_config)(
+        cfg.model, tokens, image_size, channels, tokenizer_lib.specials(tokenizer))
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     mean, std = list(cfg.data.image_mean), list(cfg.data.image_std)
+    processor = ({"image_processor_type": "SiglipImageProcessor",
+                  "size": {"height": image_size, "width": image_size}} if siglip_shaped else
+                 {"image_processor_type": "CLIPImageProcessor",
+                  "size": {"shortest_edge": image_size},
+                  "crop_size": {"height": image_size, "width": image_size}})
     (out / "preprocessor_config.json").write_text(json.dumps(
-        {"image_processor_type": "CLIPImageProcessor", "image_mean": mean, "image_std": std,
-         "size": {"shortest_edge": image_size},
-         "crop_size": {"height": image_size, "width": image_size}}, indent=2) + "\n")
+        {**processor, "image_mean": mean, "image_std": std}, indent=2) + "\n")
     return out
 
