@@ -203,3 +203,28 @@ def test_siglip_exports_to_hugging_face_bit_for_bit(tmp_path):
     assert config["model_type"] == "siglip" and config["text_config"]["pad_token_id"] == 1
     assert main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "oc"),
                  "--format", "open_clip"]) == 2  # open_clip has no SigLIP layout here
+
+
+def test_a_model_trained_with_clips_options_goes_out_and_back_bit_for_bit(tmp_path,
+                                                                          smoke_dataset):
+    """Not only imports: a model mmjax trained (grey 32 px radiographs, its own tokenizer)
+    exports as a CLIPModel folder that imports back to the same parameters."""
+    from mmjax.train.checkpoint import read_fields
+    cfg = tiny_config(smoke_dataset)
+    image, text = cfg.model.image, cfg.model.text
+    image.pre_norm = image.cls_position = True
+    image.patch_bias = False
+    text.pool, text.causal = "last", True
+    for tower in (image, text):
+        tower.activation, tower.layer_norm_eps = "quick_gelu", 1e-5
+    cfg.data.image_mean, cfg.data.image_std = (0.5,), (0.25,)
+    cfg.train.num_steps, cfg.train.batch_size = 2, 16
+    train(cfg, tmp_path / "run", progress=False, evaluate=False)
+    assert main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "hf"),
+                 "--format", "hf"]) == 0
+    back = clip.from_hf(tmp_path / "hf")
+    trained_params, _ = read_fields(tmp_path / "run" / "checkpoints", ("params",))
+    want = traverse_util.flatten_dict(trained_params["params"])
+    for key, value in traverse_util.flatten_dict(back.params).items():
+        np.testing.assert_array_equal(value, want[key], err_msg="/".join(key))
+    assert back.channels == 1 and back.image_size == 32

@@ -5,6 +5,7 @@ open_clip state dict with its `open_clip_config.json` for `open_clip.model.CLIP(
 and `load_state_dict`. The tensors are the import's table run backwards, so export then
 import gives the parameters back bit for bit. Any option those models lack is named."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -150,6 +151,11 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None,
         raise t.InteropError(f"{out} is not empty; export into a new folder")
     stored, step = read_fields(workdir / "checkpoints", ("params",), step)
     params = stored["params"]
+    # max_positions 0 means data.max_text_len: the table's rows say what was trained.
+    context = params["encoders_report"]["pos_embed"]["pos"].shape[0]
+    model = dataclasses.replace(cfg.model, text=dataclasses.replace(cfg.model.text,
+                                                                    max_positions=context))
+    cfg = dataclasses.replace(cfg, model=model)
     tokens = params["encoders_report"]["token_embed"]["embedding"].shape[0]
     rows = params["encoders_image"]["pos_embed"]["pos"].shape[0] - (0 if siglip_shaped else 1)
     image_size = math.isqrt(rows) * cfg.model.image.patch_size
