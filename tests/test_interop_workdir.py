@@ -228,3 +228,23 @@ def test_a_model_trained_with_clips_options_goes_out_and_back_bit_for_bit(tmp_pa
     for key, value in traverse_util.flatten_dict(back.params).items():
         np.testing.assert_array_equal(value, want[key], err_msg="/".join(key))
     assert back.channels == 1 and back.image_size == 32
+
+
+def test_the_imports_finetune_experiment_trains_lit(tmp_path, smoke_dataset):
+    """`mmjax train --config DIR/finetune.py`: the imported towers start it, the image tower
+    stays locked (LiT), the text tower moves."""
+    from mmjax.train.checkpoint import read_fields
+    workdir, run = tmp_path / "clip", tmp_path / "lit"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    assert main(["train", "--no-progress", "--config", str(workdir / "finetune.py"),
+                 "--workdir", str(run), "--set", f"data.path={smoke_dataset}", "--set",
+                 "train.num_steps=2", "--set", "train.batch_size=16", "--set",
+                 "eval.evaluators=[]"]) == 0
+    before, _ = read_fields(workdir / "checkpoints", ("params",))
+    after, _ = read_fields(run / "checkpoints", ("params",))
+    b, a = (traverse_util.flatten_dict(x["params"]) for x in (before, after))
+    image = [k for k in b if k[0] == "encoders_image"]
+    text = [k for k in b if k[0] == "encoders_report"]
+    assert all(np.array_equal(a[k], b[k]) for k in image)
+    assert any(not np.array_equal(a[k], b[k]) for k in text)

@@ -28,6 +28,39 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
+EXPERIMENT_FILE = "finetune.py"
+# A plain-Python experiment beside the import, for `mmjax train --config DIR/finetune.py`.
+FINETUNE_EXPERIMENT = '''"""Fine-tune the model `mmjax import` brought in from {source}.
+
+    mmjax train --config THIS_FILE --set data.path=DATASET --workdir NEW_WORKDIR
+
+LiT by default (the image tower locked, the text tower trained); set optim.freeze to ""
+to train both, and optim.layer_decay below 1 to train early blocks less. The architecture,
+tokenizer and image preprocessing are the import's (its config.json), so nothing here may
+change them.
+"""
+
+from pathlib import Path
+
+from mmjax import config as config_lib
+
+HERE = Path(__file__).parent
+
+
+def get_config() -> config_lib.Config:
+    cfg = config_lib.read(HERE / "config.json")
+    cfg.name = "{name}"
+    cfg.init.from_ = str(HERE)
+    cfg.data.tokenizer = str(HERE / "tokenizer.json")
+    cfg.optim.freeze = "^encoders_image/"
+    cfg.optim.learning_rate = 1e-4
+    cfg.optim.warmup_steps = 50
+    cfg.train.num_steps = 1000
+    cfg.train.batch_size = 64
+    return cfg
+'''
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """What an import reads: the checkpoint, its tokenizer and its normalisation."""
@@ -141,6 +174,8 @@ def write(source: Source, workdir: str | Path) -> Path:
         {"source": source.imported.source, "family": source.family,
          "tokenizer": str(source.tokenizer)}, indent=2) + "\n")
     checkpoint_lib.write_params(workdir / "checkpoints", params)
+    (workdir / EXPERIMENT_FILE).write_text(FINETUNE_EXPERIMENT.format(
+        source=source.imported.source, name=f"finetune_{source.family}"))
     config_lib.save(cfg, workdir / "config.json")
     return workdir
 
