@@ -274,10 +274,12 @@ def _add_export_command(commands) -> None:
 def _add_import_command(commands) -> None:
     imports = commands.add_parser(
         "import", help="a pretrained CLIP, SigLIP or BiomedCLIP checkpoint as a workdir")
-    imports.add_argument("--from", dest="source", required=True, choices=("hf", "open_clip"),
+    imports.add_argument("--from", dest="source", required=True,
+                         choices=("hf", "open_clip", "big_vision"),
                          help="hf: a CLIPModel or SiglipModel folder; open_clip: a state dict "
-                              "(.safetensors) with --config")
-    imports.add_argument("path", help="the folder (hf) or the weights file (open_clip)")
+                              "(.safetensors) with --config; big_vision: a SigLIP .npz")
+    imports.add_argument("path", help="the folder (hf) or the weights file (open_clip, "
+                                      "big_vision)")
     imports.add_argument("--config", help="open_clip: the model config JSON "
                                           "(open_clip_config.json or model_configs/*.json)")
     imports.add_argument("--tokenizer", help="a tokenizer.json or BERT vocab.txt (hf: "

@@ -8,6 +8,7 @@ timm==1.0.31 (the script's docstring says how to make it).
 """
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -18,7 +19,7 @@ from flax import linen as nn
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-from mmjax.interop import blocks, clip, positions, siglip, timm_bert
+from mmjax.interop import big_vision, blocks, clip, positions, siglip, timm_bert
 from mmjax.interop import tensors as t
 from mmjax.nn.model import MultimodalModel
 
@@ -222,3 +223,41 @@ def test_an_import_at_another_image_size_keeps_the_cls_row():
     assert image.shape == (1, 32)
     with pytest.raises(t.InteropError, match="not a multiple of the patch size 8"):
         positions.at_image_size(imported, 50, antialias=False)
+
+
+def test_big_vision_siglip_matches_big_vision():
+    """A SigLIP built and saved by big_vision's own code (two_towers, vit, text_transformer:
+    `.venv/bin/python tools/make_big_vision_fixture.py BIG_VISION_CHECKOUT`)."""
+    ref = np.load(FIXTURES / "big_vision_siglip_io.npz")
+    imported = big_vision.from_npz(FIXTURES / "big_vision_siglip.npz")
+    model, params = _model(imported, 512)
+    variables = {"params": params}
+    image = model.apply(variables, jnp.asarray(ref["images"]), method=model.embed_image)
+    ids = jnp.asarray(ref["text"])
+    text = model.apply(variables, ids, jnp.ones(ids.shape, bool), method=model.embed_text)
+    np.testing.assert_allclose(image, ref["image_embeds"], atol=TOLERANCE)
+    np.testing.assert_allclose(text, ref["text_embeds"], atol=TOLERANCE)
+    scale = model.apply(variables, method=model.scale)
+    np.testing.assert_allclose(scale * image @ text.T + params["logit_bias"], ref["logits"],
+                               atol=TOLERANCE * 100)
+
+
+def test_a_scanned_big_vision_checkpoint_reads_like_an_unrolled_one(tmp_path):
+    """Blocks stacked along a leading depth axis (scan=True) give the same parameters."""
+    arrays = dict(np.load(FIXTURES / "big_vision_siglip.npz"))
+    stacked = {}
+    for name, value in arrays.items():
+        m = re.match(r"(params/(?:img/Transformer|txt/Encoder_0))/encoderblock_(\d+)/(.*)", name)
+        if m:
+            stacked.setdefault(f"{m.group(1)}/encoderblock/{m.group(3)}", {})[
+                int(m.group(2))] = value
+        else:
+            stacked[name] = value
+    stacked = {k: np.stack([v[i] for i in sorted(v)]) if isinstance(v, dict) else v
+               for k, v in stacked.items()}
+    np.savez(tmp_path / "scanned.npz", **stacked)
+    a = traverse_util.flatten_dict(big_vision.from_npz(tmp_path / "scanned.npz").params)
+    b = traverse_util.flatten_dict(big_vision.from_npz(FIXTURES / "big_vision_siglip.npz").params)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])

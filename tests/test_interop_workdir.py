@@ -18,7 +18,7 @@ from mmjax import config as config_lib
 from mmjax import trained
 from mmjax.cli import main
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.interop import clip
+from mmjax.interop import big_vision, clip, siglip
 from mmjax.train.loop import train
 
 FIXTURES = Path(__file__).parent / "data" / "interop"
@@ -248,3 +248,18 @@ def test_the_imports_finetune_experiment_trains_lit(tmp_path, smoke_dataset):
     text = [k for k in b if k[0] == "encoders_report"]
     assert all(np.array_equal(a[k], b[k]) for k in image)
     assert any(not np.array_equal(a[k], b[k]) for k in text)
+
+
+def test_a_big_vision_siglip_imports_and_exports_as_a_siglipmodel(tmp_path):
+    """big_vision .npz in, Hugging Face SiglipModel out, the same parameters."""
+    tokenizer = _tokenizer(tmp_path / "tokenizer.json", {"<pad>": 0, "</s>": 1}, "$A </s>")
+    workdir = tmp_path / "siglip"
+    assert main(["import", "--from", "big_vision", str(FIXTURES / "big_vision_siglip.npz"),
+                 "--tokenizer", str(tokenizer), "--workdir", str(workdir)]) == 0
+    assert config_lib.read(workdir / "config.json").objectives.contrastive_loss == "sigmoid"
+    assert main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "hf"),
+                 "--format", "hf"]) == 0
+    want = traverse_util.flatten_dict(
+        big_vision.from_npz(FIXTURES / "big_vision_siglip.npz").params)
+    for key, value in traverse_util.flatten_dict(siglip.from_hf(tmp_path / "hf").params).items():
+        np.testing.assert_array_equal(value, want[key], err_msg="/".join(key))

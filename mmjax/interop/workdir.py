@@ -11,8 +11,8 @@ import jax
 
 from mmjax import config as config_lib
 from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.interop import big_vision, clip, positions, siglip, timm_bert
 from mmjax.interop import blocks as b
-from mmjax.interop import clip, positions, siglip, timm_bert
 from mmjax.interop import tensors as t
 from mmjax.nn import build as model_build
 from mmjax.parallel.mesh import make_mesh
@@ -21,7 +21,7 @@ from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train import pins
 from mmjax.trained import IMPORTED_FILE
 
-SOURCES = ("hf", "open_clip")
+SOURCES = ("hf", "open_clip", "big_vision")
 # Published image normalisations: OpenAI CLIP's (also open_clip's and BiomedCLIP's
 # default) and SigLIP's.
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -113,6 +113,12 @@ def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
         pad = b.read_json(token_config).get("pad_token") if token_config.is_file() else None
         return Source(reader(path), model_type, Path(tokenizer or path / "tokenizer.json"),
                       mean, std, pad if isinstance(pad, str) else None)
+    if kind == "big_vision":
+        if tokenizer is None:
+            raise t.InteropError("--from big_vision needs --tokenizer (the SigLIP tokenizer "
+                                 "as a tokenizer.json)")
+        return Source(big_vision.from_npz(path), "siglip", Path(tokenizer), SIGLIP_MEAN,
+                      SIGLIP_STD)
     if kind != "open_clip":
         raise t.InteropError(f"--from {kind}: choose from {', '.join(SOURCES)}")
     if config is None or tokenizer is None:
