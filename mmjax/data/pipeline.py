@@ -107,6 +107,11 @@ class ExampleTransform:
     num_labels: int
     signal_rate_hz: float | None = None
     audio_rate_hz: float | None = None
+    specials: tokenizer_lib.Specials | None = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self):
+        if self.tokenizer is not None:  # read once: finding them tokenizes a probe
+            self.specials = tokenizer_lib.specials(self.tokenizer)
 
     def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
         cfg, out = self.config, {}
@@ -123,7 +128,8 @@ class ExampleTransform:
             out.update(self._modality(modality, record, spec, present, rng))
         if "report" in cfg.modalities:
             text = record.get("report", "")
-            encoded = tokenizer_lib.encode(self.tokenizer, [text], cfg.max_text_len)
+            encoded = tokenizer_lib.encode(self.tokenizer, [text], cfg.max_text_len,
+                                           self.specials)
             out["text"], out["text_mask"] = encoded.ids[0], encoded.mask[0] & bool(text)
             out["text_truncated"] = np.bool_(encoded.num_truncated)  # logged by the trainer
         labels = record.get("labels")

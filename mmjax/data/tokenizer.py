@@ -162,8 +162,11 @@ class Encoded:
     num_truncated: int
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> Encoded:
-    roles = specials(tokenizer)
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int,
+           roles: Specials | None = None) -> Encoded:
+    """`roles`: specials(tokenizer), given by callers that encode one text at a time (the
+    input pipeline), since finding them tokenizes a probe."""
+    roles = roles or specials(tokenizer)
     ids = np.full((len(texts), max_len), roles.pad, np.int32)
     mask = np.zeros((len(texts), max_len), bool)
     num_truncated = 0
