@@ -111,10 +111,9 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
 
 
 def _train(cfg, workdir: Path, devices, progress: bool, stop_at, eval_runs, lock):
-    prepare_workdir(cfg, workdir)
-
-    # ---- Input, model, state.
+    # ---- Input (opening it writes nothing), the workdir, model, state.
     data = open_input(cfg)
+    prepare_workdir(cfg, workdir, data.tokenizer)
     first = data.batches[0]
     run = build(cfg, data.define_model(cfg), first, devices)
 

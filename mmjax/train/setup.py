@@ -29,9 +29,10 @@ FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "d
                "objectives.weighting", "parallel.strategy")
 
 
-def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
+def prepare_workdir(cfg: config_lib.Config, workdir: Path, tokenizer) -> None:
     """Creates the workdir, refuses to resume under a different model or data config or
-    on a dataset other than the one it pinned, and records the resolved config."""
+    on a dataset other than the one it pinned (`tokenizer`: the input's), and records the
+    resolved config."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     is_writer = jax.process_index() == 0  # the workdir is shared by every process of a job
@@ -46,7 +47,7 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path) -> None:
         for key in differences:  # config.json keeps only the newest: say what it was
             log.warning("resuming %s with %s = %r (was %r)", workdir, key,
                         get(cfg, key), get(before, key))
-    pins.check_and_pin(workdir, cfg.data, pipeline.load_tokenizer(cfg.data), is_writer)
+    pins.check_and_pin(workdir, cfg.data, tokenizer, is_writer)
     if is_writer:
         config_lib.save(cfg, path)
 
