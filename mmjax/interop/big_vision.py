@@ -15,7 +15,7 @@ from mmjax.interop import siglip
 from mmjax.interop import tensors as t
 
 IMAGE, TEXT = b.IMAGE, b.TEXT
-TOWERS = {"img": "img/Transformer", "txt": "txt/Encoder_0"}
+IMAGE_TOWER, TEXT_TOWER = "img/Transformer", "txt/Encoder_0"  # where their blocks live
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -44,17 +44,23 @@ def _shape(tensors: dict, name: str, where) -> tuple[int, ...]:
     return tuple(tensors[name].shape)
 
 
-def _block(source: str, dst: tuple[str, ...], d: int, heads: int, mlp: int,
-           layer: int | None) -> list[t.Entry]:
-    """One flax encoder block; `layer`: its index along a scanned stack's first axis."""
+BLOCK_NORMS = {"LayerNorm_0": "ln_attn", "LayerNorm_1": "ln_mlp"}
+MAP_NORMS = {"LayerNorm_0": "ln"}  # MapPool's one LayerNorm, before its MLP
+
+
+def _block(source: str, dst: tuple[str, ...], size: b.Tower, layer: int | None,
+           norms: dict = BLOCK_NORMS) -> list[t.Entry]:
+    """A flax encoder block (or MAP head: its attention, LayerNorm and MLP) at `source`;
+    `layer`: its index along a scanned stack's first axis."""
     def entry(name: str, path: tuple[str, ...], shape: tuple[int, ...]) -> t.Entry:
         if layer is None:
             return t.Entry(f"{source}/{name}", path, shape)
         return t.Entry(f"{source}/{name}", path, (None, *shape), lambda w, i=layer: w[i])
 
+    d, heads, mlp = size.width, size.heads, size.mlp
     k = d // heads
     entries = []
-    for norm, where in (("LayerNorm_0", "ln_attn"), ("LayerNorm_1", "ln_mlp")):
+    for norm, where in norms.items():
         entries += [entry(f"{norm}/scale", (*dst, where, "scale"), (d,)),
                     entry(f"{norm}/bias", (*dst, where, "bias"), (d,))]
     attention = "MultiHeadDotProductAttention_0"
@@ -70,18 +76,24 @@ def _block(source: str, dst: tuple[str, ...], d: int, heads: int, mlp: int,
     return entries
 
 
-def _tower(tensors: dict, key: str, path: tuple[str, ...], d: int, heads: int,
-           mlp: int) -> list[t.Entry]:
-    tower = TOWERS[key]
+def _tower_size(tensors: dict, tower: str, width: int, where) -> tuple[b.Tower, bool]:
+    """(sizes, scanned) of a tower, read from its first block's tensors."""
     depth, scanned = _depth(tensors, tower)
+    first = f"{tower}/encoderblock{'' if scanned else '_0'}"
+    heads = _shape(tensors, f"{first}/MultiHeadDotProductAttention_0/query/kernel", where)[-2]
+    mlp = _shape(tensors, f"{first}/MlpBlock_0/Dense_0/kernel", where)[-1]
+    return b.Tower(width, depth, heads, mlp), scanned
+
+
+def _tower(tower: str, path: tuple[str, ...], size: b.Tower, scanned: bool) -> list[t.Entry]:
     entries = []
-    for i in range(depth):
+    for i in range(size.depth):
         source = f"{tower}/encoderblock" if scanned else f"{tower}/encoderblock_{i}"
-        entries += _block(source, (*path, "transformer", f"block_{i}"), d, heads, mlp,
+        entries += _block(source, (*path, "transformer", f"block_{i}"), size,
                           i if scanned else None)
     final = (*path, "transformer", "ln_final")
-    return entries + [t.Entry(f"{tower}/encoder_norm/scale", (*final, "scale"), (d,)),
-                      t.Entry(f"{tower}/encoder_norm/bias", (*final, "bias"), (d,))]
+    return entries + [t.Entry(f"{tower}/encoder_norm/scale", (*final, "scale"), (size.width,)),
+                      t.Entry(f"{tower}/encoder_norm/bias", (*final, "bias"), (size.width,))]
 
 
 def from_npz(path: str | Path) -> b.Imported:
@@ -91,26 +103,14 @@ def from_npz(path: str | Path) -> b.Imported:
         raise t.InteropError(f"{path}: an image head (two_towers out_dim for the image) is "
                              "not a SigLIP layout mmjax imports")
     patch, _, channels, d = _shape(tensors, "img/embedding/kernel", path)
-    where = "img/Transformer/encoderblock"
-    scanned = _depth(tensors, "img/Transformer")[1]
-    query = _shape(tensors, f"{where}{'' if scanned else '_0'}/MultiHeadDotProductAttention_0/"
-                            "query/kernel", path)[-2]
-    mlp = _shape(tensors, f"{where}{'' if scanned else '_0'}/MlpBlock_0/Dense_0/kernel",
-                 path)[-1]
     patches = _shape(tensors, "img/pos_embedding", path)[1]
     text_width = _shape(tensors, "txt/Embed_0/embedding", path)[1]
     context = _shape(tensors, "txt/pos_embedding", path)[1]
-    txt = "txt/Encoder_0/encoderblock"
-    txt_scanned = _depth(tensors, "txt/Encoder_0")[1]
-    txt_heads = _shape(tensors, f"{txt}{'' if txt_scanned else '_0'}/"
-                                "MultiHeadDotProductAttention_0/query/kernel", path)[-2]
-    txt_mlp = _shape(tensors, f"{txt}{'' if txt_scanned else '_0'}/MlpBlock_0/Dense_0/kernel",
-                     path)[-1]
     if text_width != d:
         raise t.InteropError(f"{path}: text width {text_width} differs from the image width "
                              f"{d}; SigLIP's towers share one")
-    vision = b.Tower(d, _depth(tensors, "img/Transformer")[0], query, mlp)
-    text = b.Tower(text_width, _depth(tensors, "txt/Encoder_0")[0], txt_heads, txt_mlp)
+    vision, vision_scanned = _tower_size(tensors, IMAGE_TOWER, d, path)
+    text, text_scanned = _tower_size(tensors, TEXT_TOWER, d, path)
     cfg: ModelConfig = siglip.model_config(vision, text, patch, context, "gelu_pytorch_tanh",
                                            1e-6, float(tensors.get("t", np.zeros(1))[0]))
     entries = [
@@ -120,8 +120,7 @@ def from_npz(path: str | Path) -> b.Imported:
         t.Entry("img/pos_embedding", (*IMAGE, "pos_embed", "pos"), (1, patches, d),
                 lambda p: p[0]),
         t.Entry("img/MAPHead_0/probe", (*IMAGE, "map", "probe"), (1, 1, d)),
-        *[e for e in _block("img/MAPHead_0", (*IMAGE, "map"), d, query, mlp, None)
-          if "LayerNorm_1" not in e.name],
+        *_block("img/MAPHead_0", (*IMAGE, "map"), vision, None, MAP_NORMS),
         t.Entry("txt/Embed_0/embedding", (*TEXT, "token_embed", "embedding"), (None, d)),
         t.Entry("txt/pos_embedding", (*TEXT, "pos_embed", "pos"), (1, context, d),
                 lambda p: p[0]),
@@ -129,18 +128,10 @@ def from_npz(path: str | Path) -> b.Imported:
         t.Entry("txt/head/bias", ("proj_report", "bias"), (d,)),
         t.Entry("t", ("logit_scale",), (1,), lambda s: s.reshape(())),
         t.Entry("b", ("logit_bias",), (1,), lambda s: s.reshape(())),
-        *_tower(tensors, "img", IMAGE, d, query, mlp),
-        *_tower(tensors, "txt", TEXT, d, txt_heads, txt_mlp),
+        *_tower(IMAGE_TOWER, IMAGE, vision, vision_scanned),
+        *_tower(TEXT_TOWER, TEXT, text, text_scanned),
     ]
-    entries = [_map_norm(e) for e in entries]
     params = t.assemble(tensors, entries, str(path))
     params["proj_image"] = {"kernel": np.eye(d, dtype=np.float32)}
     return b.Imported(cfg, params, str(path), int(round(patches ** 0.5)) * patch, channels,
                       context)
-
-
-def _map_norm(entry: t.Entry) -> t.Entry:
-    """The MAP head's LayerNorm_0 is MapPool's `ln` (in a block it is `ln_attn`)."""
-    if entry.name.startswith("img/MAPHead_0/LayerNorm_0/"):
-        return t.Entry(entry.name, (*IMAGE, "map", "ln", entry.path[-1]), entry.shape)
-    return entry

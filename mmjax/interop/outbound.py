@@ -82,41 +82,39 @@ def _open_clip_config(cfg, vocab: int, image_size: int) -> dict:
         "preprocess_cfg": {"mean": list(cfg.data.image_mean), "std": list(cfg.data.image_std)}}
 
 
+def _hf_towers(model, vocab: int, image_size: int, channels: int, roles) -> tuple[dict, dict]:
+    """(text_config, vision_config) entries CLIPConfig and SiglipConfig share; the reader
+    of both is blocks.hf_tower."""
+    common = {"hidden_act": HF_ACTIVATIONS[model.image.activation],
+              "layer_norm_eps": model.image.layer_norm_eps}
+
+    def tower(section) -> dict:
+        return {"hidden_size": section.width, "intermediate_size": section.mlp_dim,
+                "num_hidden_layers": section.depth, "num_attention_heads": section.num_heads,
+                **common}
+
+    text = {**tower(model.text), "max_position_embeddings": model.text.max_positions,
+            "vocab_size": vocab, "eos_token_id": roles.end, "pad_token_id": roles.pad}
+    vision = {**tower(model.image), "image_size": image_size,
+              "patch_size": model.image.patch_size, "num_channels": channels}
+    return text, vision
+
+
 def _siglip_config(model, vocab: int, image_size: int, channels: int, roles) -> dict:
-    act = HF_ACTIVATIONS[model.image.activation]
-    eps = model.image.layer_norm_eps
-    text = {"hidden_size": model.text.width, "intermediate_size": model.text.mlp_dim,
-            "num_hidden_layers": model.text.depth, "num_attention_heads": model.text.num_heads,
-            "max_position_embeddings": model.text.max_positions, "vocab_size": vocab,
-            "hidden_act": act, "layer_norm_eps": eps, "projection_size": model.embed_dim,
-            "eos_token_id": roles.end, "pad_token_id": roles.pad}
-    vision = {"hidden_size": model.image.width, "intermediate_size": model.image.mlp_dim,
-              "num_hidden_layers": model.image.depth, "num_attention_heads":
-                  model.image.num_heads, "image_size": image_size,
-              "patch_size": model.image.patch_size, "num_channels": channels,
-              "hidden_act": act, "layer_norm_eps": eps, "vision_use_head": True}
+    text, vision = _hf_towers(model, vocab, image_size, channels, roles)
     return {"architectures": ["SiglipModel"], "model_type": "siglip",
-            "text_config": text, "vision_config": vision}
+            "text_config": {**text, "projection_size": model.embed_dim},
+            "vision_config": {**vision, "vision_use_head": True}}
 
 
 def _hf_config(model, vocab: int, image_size: int, channels: int, roles) -> dict:
-    act = HF_ACTIVATIONS[model.image.activation]
-    eps = model.image.layer_norm_eps
-    text = {"hidden_size": model.text.width, "intermediate_size": model.text.mlp_dim,
-            "num_hidden_layers": model.text.depth, "num_attention_heads": model.text.num_heads,
-            "max_position_embeddings": model.text.max_positions, "vocab_size": vocab,
-            "hidden_act": act, "layer_norm_eps": eps, "projection_dim": model.embed_dim,
-            # eos != 2: CLIPModel pools the first end token, the last real one mmjax pools.
-            "eos_token_id": roles.end, "bos_token_id": roles.start, "pad_token_id": roles.pad}
-    vision = {"hidden_size": model.image.width, "intermediate_size": model.image.mlp_dim,
-              "num_hidden_layers": model.image.depth, "num_attention_heads":
-                  model.image.num_heads, "image_size": image_size,
-              "patch_size": model.image.patch_size, "num_channels": channels,
-              "hidden_act": act, "layer_norm_eps": eps, "projection_dim": model.embed_dim}
-    return {"architectures": ["CLIPModel"], "model_type": "clip",
-            "projection_dim": model.embed_dim,
+    text, vision = _hf_towers(model, vocab, image_size, channels, roles)
+    projection = {"projection_dim": model.embed_dim}
+    # eos != 2: CLIPModel pools the first end token, the last real one mmjax pools.
+    return {"architectures": ["CLIPModel"], "model_type": "clip", **projection,
             "logit_scale_init_value": math.log(1 / model.init_temperature),
-            "text_config": text, "vision_config": vision}
+            "text_config": {**text, **projection, "bos_token_id": roles.start},
+            "vision_config": {**vision, **projection}}
 
 
 FORMATS = ("hf", "open_clip")
