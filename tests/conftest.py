@@ -68,6 +68,21 @@ def tiny_config(dataset: Path) -> Config:
     return config_lib.load(SMOKE_CONFIG, [f"data.path={dataset}"])
 
 
+def initialised_workdir(cfg: Config, workdir: Path):
+    """A workdir holding `cfg`'s model as initialised, checkpointed as step 1 (what export
+    reads; skipping the train step's compilation keeps the tests fast). Returns (run, input)."""
+    from mmjax.train.checkpoint import Checkpointer
+    from mmjax.train.setup import build, open_input, prepare_workdir
+
+    data = open_input(cfg)
+    prepare_workdir(cfg, workdir, data.tokenizer)
+    run = build(cfg, data.define_model(cfg), data.batches[0], jax.devices()[:1])
+    checkpointer = Checkpointer(workdir / "checkpoints", 1, 1)
+    checkpointer.maybe_save(run.host_state(), 1, final=True)
+    checkpointer.close()
+    return run, data
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -83,6 +98,26 @@ def start_mmjax(devices: int, *args: str, **env: str) -> subprocess.Popen:
            "MMJAX_COMPILATION_CACHE": str(REPO / ".cache" / "xla-tests"), **env}
     return subprocess.Popen([sys.executable, "-m", "mmjax.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def train_smoke(workdir: Path, dataset: Path, *settings: str, **env: str) -> subprocess.Popen:
+    """`mmjax train` of the smoke config on 2 devices in a new process, without progress
+    bar, TensorBoard or evaluations; `settings` are more --set assignments."""
+    settings = (f"data.path={dataset}", "train.tensorboard=false", "eval.evaluators=[]",
+                *settings)
+    return start_mmjax(2, "train", "--no-progress", "--config", str(SMOKE_CONFIG),
+                       "--workdir", str(workdir), *(a for s in settings for a in ("--set", s)),
+                       **env)
+
+
+def logged_steps(workdir: Path) -> int:
+    """The newest step in a running job's metrics.jsonl (0 before the first row)."""
+    from mmjax.train import metrics as metrics_lib
+    try:
+        return max((row["step"] for row in metrics_lib.train_rows(workdir / "metrics.jsonl")),
+                   default=0)
+    except (FileNotFoundError, ValueError):
+        return 0  # not written yet, or a row being written
 
 
 def tree_digest(folder: Path) -> dict:

@@ -11,7 +11,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config, tree_digest
+from conftest import initialised_workdir, tiny_config, tree_digest
 
 from mmjax import config as config_lib
 from mmjax import export as export_lib
@@ -21,8 +21,6 @@ from mmjax.eval import registry
 from mmjax.eval.context import EvalContext
 from mmjax.export.layout import INPUTS
 from mmjax.nn.build import model_variables, variable_shardings
-from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.setup import build, open_input, prepare_workdir
 
 MODALITIES = ("image", "video", "signal", "report")
 BATCH_SIZES = (2, 5)
@@ -63,12 +61,7 @@ def workdir(tmp_path_factory, all_modalities_dataset):
         encoder.width, encoder.depth, encoder.mlp_dim = 32, 1, 64
     cfg.train.batch_size = 16
     workdir = tmp_path_factory.mktemp("workdir")
-    prepare_workdir(cfg, workdir)
-    data = open_input(cfg)
-    run = build(cfg, data.define_model(cfg), data.batches[0], jax.devices()[:1])
-    checkpointer = Checkpointer(workdir / "checkpoints", 1, 1)
-    checkpointer.maybe_save(run.host_state(), 1, final=True)
-    checkpointer.close()
+    run, data = initialised_workdir(cfg, workdir)
     variables = model_variables(run.state.params, run.state.batch_stats)
     shardings = variable_shardings(run.param_shardings, run.mesh, bool(run.state.batch_stats))
     ctx = EvalContext(cfg, run.definition.module, variables, shardings, run.mesh,

@@ -38,6 +38,21 @@ def _tokenizer(path: Path, specials: dict[str, int], template: str, size: int = 
     return path
 
 
+def _assert_same_tensors(got: Path, want: Path) -> None:
+    """Two safetensors files with the same names and, bit for bit, the same arrays."""
+    got, want = load_file(str(got)), load_file(str(want))
+    assert got.keys() == want.keys()
+    for name, array in want.items():
+        np.testing.assert_array_equal(got[name], array, err_msg=name)
+
+
+def _assert_same_params(got: dict, want: dict) -> None:
+    """Every leaf of the parameter tree `got` equals `want`'s at its path, bit for bit."""
+    want = traverse_util.flatten_dict(want, sep="/")
+    for name, value in traverse_util.flatten_dict(got, sep="/").items():
+        np.testing.assert_array_equal(value, want[name], err_msg=name)
+
+
 def _clip_tokenizer(tmp_path: Path) -> Path:
     return _tokenizer(tmp_path / "tokenizer.json", {"<|startoftext|>": 510, "<|endoftext|>": 511},
                       "<|startoftext|> $A <|endoftext|>")
@@ -108,11 +123,8 @@ def test_export_to_hugging_face_gives_the_checkpoint_back_bit_for_bit(tmp_path):
     assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
                  str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
     assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format", "hf"]) == 0
-    original = load_file(str(FIXTURES / "hf_clip" / "model.safetensors"))
-    exported = load_file(str(out / "model.safetensors"))
-    assert exported.keys() == original.keys()
-    for name, tensor in original.items():
-        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    _assert_same_tensors(out / "model.safetensors",
+                         FIXTURES / "hf_clip" / "model.safetensors")
     config, source = (json.loads((d / "config.json").read_text()) for d in (out, FIXTURES /
                                                                              "hf_clip"))
     for tower in ("text_config", "vision_config"):
@@ -141,11 +153,8 @@ def test_export_to_open_clip_gives_the_state_dict_back_bit_for_bit(tmp_path):
                  str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
     assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format",
                  "open_clip"]) == 0
-    original = load_file(str(FIXTURES / "open_clip_vit.safetensors"))
-    exported = load_file(str(out / "open_clip_model.safetensors"))
-    assert exported.keys() == original.keys()
-    for name, tensor in original.items():
-        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    _assert_same_tensors(out / "open_clip_model.safetensors",
+                         FIXTURES / "open_clip_vit.safetensors")
     spec = json.loads((out / "open_clip_config.json").read_text())
     source = json.loads((FIXTURES / "open_clip_vit.json").read_text())
     for tower in ("vision_cfg", "text_cfg"):
@@ -194,11 +203,8 @@ def test_siglip_exports_to_hugging_face_bit_for_bit(tmp_path):
     workdir, out = tmp_path / "w", tmp_path / "hf"
     assert main(["import", "--from", "hf", str(folder), "--workdir", str(workdir)]) == 0
     assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format", "hf"]) == 0
-    original = load_file(str(FIXTURES / "hf_siglip" / "model.safetensors"))
-    exported = load_file(str(out / "model.safetensors"))
-    assert exported.keys() == original.keys()
-    for name, tensor in original.items():
-        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    _assert_same_tensors(out / "model.safetensors",
+                         FIXTURES / "hf_siglip" / "model.safetensors")
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "siglip" and config["text_config"]["pad_token_id"] == 1
     assert main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "oc"),
@@ -224,9 +230,7 @@ def test_a_model_trained_with_clips_options_goes_out_and_back_bit_for_bit(tmp_pa
                  "--format", "hf"]) == 0
     back = clip.from_hf(tmp_path / "hf")
     trained_params, _ = read_fields(tmp_path / "run" / "checkpoints", ("params",))
-    want = traverse_util.flatten_dict(trained_params["params"])
-    for key, value in traverse_util.flatten_dict(back.params).items():
-        np.testing.assert_array_equal(value, want[key], err_msg="/".join(key))
+    _assert_same_params(back.params, trained_params["params"])
     assert back.channels == 1 and back.image_size == 32
 
 
@@ -259,7 +263,5 @@ def test_a_big_vision_siglip_imports_and_exports_as_a_siglipmodel(tmp_path):
     assert config_lib.read(workdir / "config.json").objectives.contrastive_loss == "sigmoid"
     assert main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "hf"),
                  "--format", "hf"]) == 0
-    want = traverse_util.flatten_dict(
-        big_vision.from_npz(FIXTURES / "big_vision_siglip.npz").params)
-    for key, value in traverse_util.flatten_dict(siglip.from_hf(tmp_path / "hf").params).items():
-        np.testing.assert_array_equal(value, want[key], err_msg="/".join(key))
+    _assert_same_params(siglip.from_hf(tmp_path / "hf").params,
+                        big_vision.from_npz(FIXTURES / "big_vision_siglip.npz").params)

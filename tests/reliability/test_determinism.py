@@ -6,7 +6,7 @@ numbers reproducible (issue 23: they had been written by an earlier code version
 import subprocess
 from pathlib import Path
 
-from conftest import SMOKE_CONFIG, start_mmjax
+from conftest import train_smoke
 
 from mmjax.train import metrics as metrics_lib
 
@@ -15,13 +15,9 @@ TIMING_KEYS = ("examples_per_sec", "data_wait_fraction", "mfu")
 
 
 def _start(workdir: Path, dataset: Path, cache: Path) -> subprocess.Popen:
-    settings = (f"data.path={dataset}", "train.num_steps=6", "train.log_every=1",
-                "train.batch_size=32", "train.tensorboard=false", "eval.evaluators=[]",
-                "objectives.caption=0.5", "objectives.mae=0.5",
-                "objectives.mae_modalities=[image]")
-    return start_mmjax(2, "train", "--no-progress", "--config", str(SMOKE_CONFIG),
-                       "--workdir", str(workdir), *(a for s in settings for a in ("--set", s)),
-                       MMJAX_COMPILATION_CACHE=str(cache))
+    return train_smoke(workdir, dataset, "train.num_steps=6", "train.log_every=1",
+                       "train.batch_size=32", "objectives.caption=0.5", "objectives.mae=0.5",
+                       "objectives.mae_modalities=[image]", MMJAX_COMPILATION_CACHE=str(cache))
 
 
 def test_two_fresh_processes_under_load_log_identical_rows(tmp_path, smoke_dataset):

@@ -8,13 +8,10 @@ import os
 import shutil
 from pathlib import Path
 
-import jax
 import pytest
-from conftest import tiny_config
+from conftest import initialised_workdir, tiny_config
 
 from mmjax import export as export_lib
-from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.setup import build, open_input, prepare_workdir
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +20,7 @@ def exported(tmp_path_factory, all_modalities_dataset) -> Path:
     cfg = tiny_config(all_modalities_dataset)
     cfg.train.batch_size = 16
     workdir = tmp_path_factory.mktemp("workdir")
-    prepare_workdir(cfg, workdir)
-    data = open_input(cfg)
-    run = build(cfg, data.define_model(cfg), data.batches[0], jax.devices()[:1])
-    checkpointer = Checkpointer(workdir / "checkpoints", 1, 1)
-    checkpointer.maybe_save(run.host_state(), 1, final=True)
-    checkpointer.close()
+    initialised_workdir(cfg, workdir)
     return export_lib.export(workdir, tmp_path_factory.mktemp("exports") / "model")
 
 

@@ -10,25 +10,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import SMOKE_CONFIG, start_mmjax
+from conftest import logged_steps, train_smoke
 
 from mmjax.train import metrics as metrics_lib
 from mmjax.train.checkpoint import read_fields
 
 STEPS = 48
 def _start(workdir: Path, dataset: Path) -> subprocess.Popen:
-    settings = (f"data.path={dataset}", f"train.num_steps={STEPS}", "train.log_every=2",
-                "train.checkpoint_every=4", "train.tensorboard=false", "eval.evaluators=[]")
-    return start_mmjax(2, "train", "--no-progress", "--config", str(SMOKE_CONFIG),
-                       "--workdir", str(workdir), *(a for s in settings for a in ("--set", s)))
-
-
-def _logged_steps(workdir: Path) -> int:
-    try:
-        return max((row["step"] for row in metrics_lib.train_rows(workdir / "metrics.jsonl")),
-                   default=0)
-    except (FileNotFoundError, ValueError):
-        return 0  # not written yet, or a row being written
+    return train_smoke(workdir, dataset, f"train.num_steps={STEPS}", "train.log_every=2",
+                       "train.checkpoint_every=4")
 
 
 def _writing_checkpoint(workdir: Path) -> bool:
@@ -62,15 +52,15 @@ def test_killed_and_preempted_runs_resume_bit_identically(tmp_path, smoke_datase
     # 1. SIGKILL during the training steps, at a random step past the first checkpoint.
     process = _start(workdir, smoke_dataset)
     kill_after = rng.randrange(6, 16)
-    _wait_for(process, lambda: _logged_steps(workdir) >= kill_after)
+    _wait_for(process, lambda: logged_steps(workdir) >= kill_after)
     time.sleep(rng.uniform(0, 0.2))
     _kill(process)
     # 2. SIGKILL while an asynchronous checkpoint is being written (retried until a write
     #    was caught in flight: its temporary folder is left behind).
     for _ in range(5):
         process = _start(workdir, smoke_dataset)
-        resumed_at = _logged_steps(workdir)
-        _wait_for(process, lambda after=resumed_at: _logged_steps(workdir) > after
+        resumed_at = logged_steps(workdir)
+        _wait_for(process, lambda after=resumed_at: logged_steps(workdir) > after
                   and _writing_checkpoint(workdir))
         _kill(process)
         if _writing_checkpoint(workdir):
@@ -79,8 +69,8 @@ def test_killed_and_preempted_runs_resume_bit_identically(tmp_path, smoke_datase
         pytest.fail("no checkpoint write was caught in flight in 5 tries")
     # 3. SIGTERM: a checkpoint, a message and a clean exit.
     process = _start(workdir, smoke_dataset)
-    resumed_at = _logged_steps(workdir)
-    _wait_for(process, lambda: _logged_steps(workdir) >= resumed_at + rng.randrange(2, 6))
+    resumed_at = logged_steps(workdir)
+    _wait_for(process, lambda: logged_steps(workdir) >= resumed_at + rng.randrange(2, 6))
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 0, output

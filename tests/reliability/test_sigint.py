@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE_CONFIG, start_mmjax
+from conftest import logged_steps, train_smoke
 
 from mmjax.train import metrics as metrics_lib
 from mmjax.train.checkpoint import read_fields
@@ -19,26 +19,15 @@ STEPS = 40
 
 def _start(workdir: Path, dataset: Path) -> subprocess.Popen:
     # No scheduled checkpoint before the end: the only one a resume can find is Ctrl-C's.
-    settings = (f"data.path={dataset}", f"train.num_steps={STEPS}", "train.log_every=2",
-                f"train.checkpoint_every={STEPS}", "train.tensorboard=false",
-                "eval.evaluators=[]")
-    return start_mmjax(2, "train", "--no-progress", "--config", str(SMOKE_CONFIG),
-                       "--workdir", str(workdir), *(a for s in settings for a in ("--set", s)))
-
-
-def _logged_steps(workdir: Path) -> int:
-    try:
-        return max((row["step"] for row in metrics_lib.train_rows(workdir / "metrics.jsonl")),
-                   default=0)
-    except (FileNotFoundError, ValueError):
-        return 0  # not written yet, or a row being written
+    return train_smoke(workdir, dataset, f"train.num_steps={STEPS}", "train.log_every=2",
+                       f"train.checkpoint_every={STEPS}")
 
 
 def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_rerun_resumes(tmp_path, smoke_dataset):
     workdir = tmp_path / "run"
     process = _start(workdir, smoke_dataset)
     deadline = time.time() + 300
-    while _logged_steps(workdir) < 4:
+    while logged_steps(workdir) < 4:
         if process.poll() is not None or time.time() > deadline:
             process.kill()
             pytest.fail(f"the run ended or stalled first:\n{process.communicate()[0]}")
