@@ -9,9 +9,7 @@ The matching tokenizer is the checkpoint's vocab.txt through `mmjax.data.tokeniz
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import traverse_util
-from safetensors.numpy import load_file
 
 from mmjax.config import TextConfig
 from mmjax.interop import tensors
@@ -105,54 +103,33 @@ def _check_bert_shaped(config: TextConfig) -> None:
 def load_bert_params(path: str | Path, config: TextConfig) -> dict:
     """TextEncoder params (float32 numpy, the tree under 'params') from a BERT checkpoint.
 
-    Raises ValueError naming the first missing, mis-shaped or unexpected tensor;
+    Raises InteropError naming the first missing, mis-shaped or unexpected tensors;
     IGNORED_PREFIXES are skipped.
     """
     _check_bert_shaped(config)
-    tensors = {_canonical_name(name): array for name, array in load_file(str(path)).items()}
-    entries = bert_entries(config)
-    known = {entry.name for entry in entries}
-    for name in sorted(tensors):
-        if name not in known and not name.startswith(IGNORED_PREFIXES):
-            raise ValueError(f"{path}: unexpected tensor '{name}' for a {config.depth}-layer "
-                             f"BERT of width {config.width}")
-    flat = {}
-    for entry in entries:
-        if entry.name not in tensors:
-            raise ValueError(f"{path}: missing tensor '{entry.name}'")
-        array = np.asarray(tensors[entry.name], np.float32)
-        if not entry.fits(array.shape):
-            want = tuple("vocab" if n is None else n for n in entry.shape)
-            raise ValueError(f"{path}: tensor '{entry.name}' has shape {array.shape}, "
-                             f"expected {want}")
-        flat[entry.path] = entry.convert(array) if entry.convert else array
-    return traverse_util.unflatten_dict(flat)
+    named = {_canonical_name(name): array
+             for name, array in tensors.read_safetensors(path).items()}
+    return tensors.assemble(named, bert_entries(config), f"{path} ({config.depth}-layer BERT "
+                            f"of width {config.width})", ignored=IGNORED_PREFIXES)
 
 
 def load_into(params: dict, loaded: dict, prefix: tuple[str, ...] = ("encoders_report",)):
     """`params` with the subtree at `prefix` replaced by `loaded`, leaf for leaf.
 
     The default prefix is MultimodalModel's text encoder. Both trees must have the same
-    leaves and shapes (a ValueError names the first that differs); each new leaf keeps
+    leaves and shapes (an InteropError names the first that differs); each new leaf keeps
     the dtype and sharding of the leaf it replaces. `params` itself is not modified.
     """
-    flat = traverse_util.flatten_dict(params)
-    new = traverse_util.flatten_dict(loaded)
-    old = {key[len(prefix):]: value for key, value in flat.items()
+    old = {key[len(prefix):] for key in traverse_util.flatten_dict(params)
            if key[:len(prefix)] == prefix}
     if not old:
-        raise ValueError(f"no parameters under {'/'.join(prefix)}")
-    for key in sorted(old.keys() | new.keys()):
-        name = "/".join(prefix + key)
-        if key not in new:
-            raise ValueError(f"loaded weights lack '{name}'")
-        if key not in old:
-            raise ValueError(f"loaded weights have '{name}', which the model does not")
-        if np.shape(new[key]) != np.shape(old[key]):
-            raise ValueError(f"'{name}' has shape {np.shape(new[key])} in the loaded "
-                             f"weights but {np.shape(old[key])} in the model")
-    for key, value in new.items():
-        target = old[key]
-        flat[prefix + key] = jax.device_put(np.asarray(value, target.dtype),
-                                            getattr(target, "sharding", None))
-    return traverse_util.unflatten_dict(flat)
+        raise tensors.InteropError(f"no parameters under {'/'.join(prefix)}")
+    if lacking := sorted(old - traverse_util.flatten_dict(loaded).keys()):
+        raise tensors.InteropError(f"loaded weights lack '{'/'.join(prefix + lacking[0])}'")
+    nested = loaded
+    for part in reversed(prefix):
+        nested = {part: nested}
+    merged = tensors.merge(params, nested)
+    return jax.tree.map(lambda new, target: jax.device_put(new, getattr(target, "sharding",
+                                                                        None)),
+                        merged, params)
