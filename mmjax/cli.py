@@ -282,8 +282,9 @@ def _add_import_command(commands) -> None:
                                       "big_vision)")
     imports.add_argument("--config", help="open_clip: the model config JSON "
                                           "(open_clip_config.json or model_configs/*.json)")
-    imports.add_argument("--tokenizer", help="a tokenizer.json or BERT vocab.txt (hf: "
-                                             "default the folder's tokenizer.json)")
+    imports.add_argument("--tokenizer", help="a tokenizer.json, BERT vocab.txt or SigLIP "
+                                             "spiece.model (hf: default the folder's "
+                                             "tokenizer.json, else its spiece.model)")
     imports.add_argument("--image-size", type=int,
                          help="run the image tower at this size: its position embeddings "
                               "resampled as the source library does (default: as trained)")

@@ -15,13 +15,15 @@ Pinned versions the committed fixtures were produced with::
     transformers==5.24.0
     open_clip_torch==3.3.0   (installed --no-deps)
     timm==1.0.31             (installed --no-deps)
-    safetensors, numpy, ftfy, regex, huggingface_hub, pillow (timm.data imports PIL)
+    safetensors, numpy, ftfy, regex, huggingface_hub, pillow (timm.data imports PIL),
+    sentencepiece, protobuf (SiglipTokenizer)
 
 How to make such a venv::
 
     python -m venv V
     V/bin/pip install torch==2.13.0
-    V/bin/pip install transformers==5.24.0 safetensors numpy ftfy regex huggingface_hub pillow
+    V/bin/pip install transformers==5.24.0 safetensors numpy ftfy regex huggingface_hub pillow \
+        sentencepiece protobuf
     V/bin/pip install --no-deps open_clip_torch==3.3.0 timm==1.0.31
 
 torchvision is deliberately NOT installed (pip would pull a multi-GB CUDA torch).
@@ -1040,22 +1042,89 @@ def make_clip_tokenizer(out_dir: str, merges_kept: int = 4000):
                                "and its last id set to eot"}}
 
 
+SIGLIP_TEXTS = [
+    "No acute cardiopulmonary abnormality.",
+    "Small LEFT pleural effusion; heart size normal. Don't miss the 3 mm nodule!",
+    "  Moderate   cardiomegaly,\twith\n pulmonary edema (see prior)  ",
+    "Résumé: naïve ﬁbrosis — ＡＢＣ！ 2024-01-05 ½ dose",
+    "CT-guided biopsy [L1/L2]: #benign, 100% {clear} ~ <ok> | 'quoted' \"double\"",
+    "\u2581 leading underline \u2581\u2581 and ✓ emoji 🫁 lungs",
+    "",
+    "...!!!",
+    "a",
+]
+SPM_CORPUS = [
+    "no acute cardiopulmonary abnormality", "small left pleural effusion heart size normal",
+    "moderate cardiomegaly with pulmonary edema worse than prior", "the lungs are clear",
+    "ct guided biopsy of the liver lesion benign", "fibrosis at both bases resume dose",
+    "no pneumothorax no consolidation", "3 mm nodule in the right upper lobe",
+    "naive patient follow up in 6 months", "abc 2024 01 05 one half dose",
+]
+
+
+def make_siglip_tokenizer(out_dir: str):
+    """Two small SentencePiece unigram models with SigLIP's special ids (pad 0, </s> 1,
+    <unk> 2, no <s>): one with nmt_nfkc normalisation (as SigLIP's), one with byte fallback
+    and no normalisation; and the ids transformers' SiglipTokenizer gives fixed texts with
+    each (lower-cased, punctuation stripped, </s> appended, context 16, padded with </s>)."""
+    import tempfile
+
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+    variants = {"siglip_spiece": dict(normalization_rule_name="nmt_nfkc", vocab_size=120,
+                                      character_coverage=0.995),
+                "spm_bytes": dict(normalization_rule_name="identity", vocab_size=300,
+                                  byte_fallback=True, character_coverage=0.995)}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w", encoding="utf-8") as f:
+            f.write("\n".join(SPM_CORPUS * 20) + "\n")
+        arrays = {}
+        for name, options in variants.items():
+            prefix = os.path.join(out_dir, name)
+            spm.SentencePieceTrainer.train(
+                input=corpus, model_prefix=prefix, model_type="unigram", pad_id=0, eos_id=1,
+                unk_id=2, bos_id=-1, num_threads=1, hard_vocab_limit=False, **options)
+            os.remove(prefix + ".vocab")
+            hf = SiglipTokenizer(vocab_file=prefix + ".model")
+            ids = hf(SIGLIP_TEXTS, max_length=CTX, truncation=True,
+                     padding="max_length")["input_ids"]
+            arrays[f"{name}_ids"] = np.asarray(ids, np.int64)
+            full = hf(SIGLIP_TEXTS)["input_ids"]
+            width = max(map(len, full))
+            arrays[f"{name}_full_ids"] = np.asarray(
+                [row + [hf.pad_token_id] * (width - len(row)) for row in full], np.int64)
+    desc = save_npz(os.path.join(out_dir, "siglip_tokenizer_io.npz"), arrays)
+    MANIFEST["siglip_tokenizer"] = {
+        "files": [f"{n}.model" for n in variants] + ["siglip_tokenizer_io.npz"],
+        "arrays": desc, "texts": SIGLIP_TEXTS, "trainer_options": variants,
+        "conventions": {"ids": f"SiglipTokenizer(vocab_file)(texts, max_length={CTX}, "
+                               "truncation=True, padding='max_length'); *_full_ids: without "
+                               "truncation, right-padded with </s> to the longest"}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/data/interop")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="fixture names to skip (hf_clip open_clip_vit hf_siglip hf_bert "
-                         "open_clip_timm_bert fullsize_keys resample clip_tokenizer)")
+                         "open_clip_timm_bert fullsize_keys resample clip_tokenizer "
+                         "siglip_tokenizer); the manifest keeps the entries of skipped ones")
     args = ap.parse_args()
     out = args.out
     os.makedirs(out, exist_ok=True)
     torch.set_grad_enabled(False)
+    manifest = os.path.join(out, "manifest.json")
+    if os.path.exists(manifest):  # entries of the fixtures this run skips stay
+        with open(manifest) as f:
+            MANIFEST.update(json.load(f))
 
     steps = [("hf_clip", make_hf_clip), ("open_clip_vit", make_open_clip_vit),
              ("hf_siglip", make_hf_siglip), ("hf_bert", make_hf_bert),
              ("open_clip_timm_bert", make_open_clip_timm_bert),
              ("fullsize_keys", make_fullsize_keys), ("resample", make_resample),
-             ("clip_tokenizer", make_clip_tokenizer)]
+             ("clip_tokenizer", make_clip_tokenizer),
+             ("siglip_tokenizer", make_siglip_tokenizer)]
     for name, fn in steps:
         if name in args.skip:
             continue

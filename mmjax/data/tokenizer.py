@@ -17,6 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from mmjax import storage
+from mmjax.data import spm
 from mmjax.errors import ConfigError
 
 DATASET_FILE = "tokenizer.json"  # the tokenizer kept next to a dataset's shards
@@ -79,12 +80,15 @@ def save_for_dataset(directory: str | Path, reports: Sequence[str], vocab_size: 
         train(reports, vocab_size).save(str(Path(directory) / DATASET_FILE))
 
 
-def load(path: str | Path) -> Tokenizer:
-    """A saved tokenizer.json, or a BERT-family WordPiece vocab.txt (one token a line).
-    A file that is neither, or lacks a special token, is one ConfigError naming it."""
+def load(path: str | Path, lower_case: bool = True) -> Tokenizer:
+    """A saved tokenizer.json, a BERT-family WordPiece vocab.txt (one token a line) or a
+    SigLIP SentencePiece spiece.model (`lower_case`: SiglipTokenizer's do_lower_case). A
+    file that is none of them, or lacks a special token, is one ConfigError naming it."""
     path = storage.path(path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
+    if path.suffix == ".model":
+        return spm.siglip_tokenizer(path, lower_case)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:

@@ -72,6 +72,7 @@ class Source:
     std: tuple[float, ...]
     pad_token: str | None = None  # an HF tokenizer_config.json's: SigLIP pads with </s>
     pad_id: int | None = None  # open_clip.tokenize pads with 0, whatever the tokenizer says
+    lower_case: bool = True  # a SentencePiece tokenizer's (SiglipTokenizer's do_lower_case)
 
 
 def _normalisation(path: Path, key_mean: str, key_std: str, default) -> tuple:
@@ -110,13 +111,15 @@ def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
         mean, std = _normalisation(path / "preprocessor_config.json", "image_mean",
                                    "image_std", default)
         token_config = path / "tokenizer_config.json"
-        pad = b.read_json(token_config).get("pad_token") if token_config.is_file() else None
-        return Source(reader(path), model_type, Path(tokenizer or path / "tokenizer.json"),
-                      mean, std, pad if isinstance(pad, str) else None)
+        settings = b.read_json(token_config) if token_config.is_file() else {}
+        pad = settings.get("pad_token")
+        return Source(reader(path), model_type, Path(tokenizer or _hf_tokenizer(path)),
+                      mean, std, pad if isinstance(pad, str) else None,
+                      lower_case=bool(settings.get("do_lower_case", True)))
     if kind == "big_vision":
         if tokenizer is None:
-            raise t.InteropError("--from big_vision needs --tokenizer (the SigLIP tokenizer "
-                                 "as a tokenizer.json)")
+            raise t.InteropError("--from big_vision needs --tokenizer (the SigLIP tokenizer: "
+                                 "its spiece.model or a tokenizer.json)")
         return Source(big_vision.from_npz(path), "siglip", Path(tokenizer), SIGLIP_MEAN,
                       SIGLIP_STD)
     if kind != "open_clip":
@@ -131,6 +134,12 @@ def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
     mean, std = _normalisation(Path(config), "mean", "std", (CLIP_MEAN, CLIP_STD))
     return Source(imported, "timm_bert" if timm else "clip", Path(tokenizer), mean, std,
                   pad_id=None if timm else 0)
+
+
+def _hf_tokenizer(folder: Path) -> Path:
+    """The folder's tokenizer.json; else its spiece.model (HF SigLIP repos ship only that)."""
+    fast, spiece = folder / "tokenizer.json", folder / "spiece.model"
+    return spiece if spiece.is_file() and not fast.is_file() else fast
 
 
 def run_config(source: Source) -> config_lib.Config:
@@ -157,7 +166,7 @@ def write(source: Source, workdir: str | Path) -> Path:
     if (workdir / "config.json").exists():
         raise config_lib.ConfigError(f"{workdir} already holds a config.json; import into a "
                                      "new --workdir")
-    tokenizer = tokenizer_lib.load(source.tokenizer)
+    tokenizer = tokenizer_lib.load(source.tokenizer, source.lower_case)
     pad_id = source.pad_id
     if source.pad_token is not None:
         pad_id = tokenizer.token_to_id(source.pad_token)
