@@ -113,6 +113,7 @@ def test_siglip_keeps_the_pad_token_its_tokenizer_config_names(tmp_path):
     assert tokenizer_lib.specials(tok).pad == 1  # </s>, as transformers pads, not <pad>
     cfg = config_lib.read(tmp_path / "w" / "config.json")
     assert cfg.objectives.contrastive_loss == "sigmoid" and cfg.data.image_mean == (0.5,) * 3
+    assert cfg.data.image_interpolation == "bilinear"  # SiglipImageProcessor's default
     assert cfg.model.text.attend_padding and cfg.data.max_text_len == 16
 
 
@@ -265,3 +266,58 @@ def test_a_big_vision_siglip_imports_and_exports_as_a_siglipmodel(tmp_path):
                  "--format", "hf"]) == 0
     _assert_same_params(siglip.from_hf(tmp_path / "hf").params,
                         big_vision.from_npz(FIXTURES / "big_vision_siglip.npz").params)
+
+
+def test_the_sources_resize_filter_and_normalisation_travel_in_and_out(tmp_path, capsys):
+    """preprocessor_config.json's resample (PIL's number) and mean/std become the run's
+    data.image_*; the HF export writes them back; open_clip's preprocess_cfg likewise."""
+    folder = tmp_path / "clip"
+    shutil.copytree(FIXTURES / "hf_clip", folder)
+    processor = {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "resample": 2}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    tokenizer = str(_clip_tokenizer(tmp_path))
+    workdir = tmp_path / "w"
+    assert main(["import", "--from", "hf", str(folder), "--tokenizer", tokenizer,
+                 "--workdir", str(workdir)]) == 0
+    data = config_lib.read(workdir / "config.json").data
+    assert (data.image_mean, data.image_std, data.image_interpolation) == (
+        (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bilinear")
+    assert main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "hf"),
+                 "--format", "hf"]) == 0
+    written = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert {key: written[key] for key in processor} == processor
+
+    (folder / "preprocessor_config.json").write_text(json.dumps({**processor, "resample": 9}))
+    capsys.readouterr()
+    assert main(["import", "--from", "hf", str(folder), "--tokenizer", tokenizer,
+                 "--workdir", str(tmp_path / "bad")]) == 2
+    assert f"{folder / 'preprocessor_config.json'}: resample 9" in capsys.readouterr().err
+
+    spec = json.loads((FIXTURES / "open_clip_vit.json").read_text())
+    config = tmp_path / "open_clip.json"
+    for interpolation, code in (("bilinear", 0), ("random", 2)):
+        spec["preprocess_cfg"] = {"interpolation": interpolation}
+        config.write_text(json.dumps(spec))
+        assert main(["import", "--from", "open_clip", str(FIXTURES / "open_clip_vit.safetensors"),
+                     "--config", str(config), "--tokenizer", tokenizer, "--workdir",
+                     str(tmp_path / interpolation)]) == code
+    assert "interpolation 'random' is not one mmjax applies" in capsys.readouterr().err
+    cfg = config_lib.read(tmp_path / "bilinear" / "config.json")
+    assert cfg.data.image_interpolation == "bilinear"
+    assert cfg.data.image_mean[0] == 0.48145466  # none given: OpenAI CLIP's
+
+
+def test_a_filter_open_clip_lacks_is_refused_before_anything_is_written(tmp_path, capsys):
+    workdir, out = tmp_path / "clip", tmp_path / "oc"
+    assert main(["import", "--from", "hf", str(FIXTURES / "hf_clip"), "--tokenizer",
+                 str(_clip_tokenizer(tmp_path)), "--workdir", str(workdir)]) == 0
+    cfg = config_lib.read(workdir / "config.json")
+    cfg.data.image_interpolation = "lanczos"
+    config_lib.save(cfg, workdir / "config.json")
+    capsys.readouterr()
+    assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format",
+                 "open_clip"]) == 2
+    assert "open_clip resizes with bicubic or bilinear" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["export", "--workdir", str(workdir), "--out", str(out), "--format", "hf"]) == 0
+    assert json.loads((out / "preprocessor_config.json").read_text())["resample"] == 1

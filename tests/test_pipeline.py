@@ -186,7 +186,7 @@ def test_audio_is_cropped_inside_its_real_samples_and_absent_audio_is_zero():
 
 
 def test_images_fed_as_a_pretrained_tower_was_trained():
-    """Resized (bicubic), grey made RGB, normalised by the tower's mean and std; an absent
+    """Resized, grey made RGB, normalised by the tower's mean and std; an absent
     image is zeros of the fed shape; unset, each image is standardised as before."""
     from mmjax.data.pipeline import image_shape, prepare_image, standardize
     cfg = DataConfig(image_size=8, image_channels=3, image_mean=(0.5, 0.4, 0.3),
@@ -199,3 +199,23 @@ def test_images_fed_as_a_pretrained_tower_was_trained():
     np.testing.assert_allclose(flat[3, 5], [(0.6 - 0.5) / 0.25, (0.6 - 0.4) / 0.5, 0.3],
                                atol=1e-5)
     np.testing.assert_array_equal(prepare_image(grey, DataConfig()), standardize(grey))
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
+def test_images_are_resized_with_the_towers_filter(interpolation):
+    """data.image_interpolation is PIL's filter of that name, per channel, up and down."""
+    from PIL import Image
+
+    from mmjax.data.pipeline import prepare_image
+    rng = np.random.default_rng(0)
+    image = rng.random((12, 12, 3), dtype=np.float32)
+    for size in (7, 20):
+        cfg = DataConfig(image_size=size, image_interpolation=interpolation,
+                         image_mean=(0.0,) * 3, image_std=(1.0,) * 3)
+        want = np.stack([np.asarray(Image.fromarray(image[..., c], mode="F").resize(
+            (size, size), Image.Resampling[interpolation.upper()])) for c in range(3)], -1)
+        np.testing.assert_array_equal(prepare_image(image, cfg), want)
+    other = "bilinear" if interpolation != "bilinear" else "bicubic"
+    assert not np.array_equal(
+        prepare_image(image, DataConfig(image_size=7, image_interpolation=interpolation)),
+        prepare_image(image, DataConfig(image_size=7, image_interpolation=other)))

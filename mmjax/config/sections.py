@@ -16,6 +16,7 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 # The MLP nonlinearity (mmjax/nn/transformer.py ACTIVATIONS): gelu_tanh (ViT, mmjax's own
 # models), gelu (exact, BERT), quick_gelu (OpenAI CLIP).
 Activation = Literal["gelu_tanh", "gelu", "quick_gelu"]
+Interpolation = Literal["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]  # PIL's
 
 
 def weight(default: float) -> float:
@@ -36,9 +37,10 @@ class DataConfig(Section):
     tokenizer: str = ""  # '' = the dataset's tokenizer.json; or a tokenizer.json or vocab.txt
     augment: bool = True
     # What a pretrained image tower was trained on (set by `mmjax import`): images resized
-    # (bicubic) to image_size and grey replicated to image_channels (0: as stored), then
-    # (x - image_mean) / image_std per channel; () standardises each image instead.
+    # (with image_interpolation) to image_size and grey replicated to image_channels (0: as
+    # stored), then (x - image_mean) / image_std per channel; () standardises each image.
     image_size: int = 0
+    image_interpolation: Interpolation = "bicubic"
     image_channels: int = 0
     image_mean: tuple[float, ...] = ()
     image_std: tuple[float, ...] = ()

@@ -55,12 +55,12 @@ def image_shape(cfg: DataConfig, stored: tuple[int, ...]) -> tuple[int, int, int
 
 
 def prepare_image(image01: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """A [0, 1] image as its model takes it: resized (bicubic, as CLIP's and SigLIP's
-    preprocessing), grey replicated to RGB, then normalised by data.image_mean/std, or
-    standardised per image when they are unset."""
+    """A [0, 1] image as its model takes it: resized with data.image_interpolation (the
+    pretrained model's own: bicubic for CLIP, bilinear for SigLIP), grey replicated to RGB,
+    then normalised by data.image_mean/std, or standardised per image when they are unset."""
     size, _, channels = image_shape(cfg, image01.shape)
     if size != image01.shape[0] or size != image01.shape[1]:
-        image01 = _resize(image01, size, Image.BICUBIC)
+        image01 = _resize(image01, size, Image.Resampling[cfg.image_interpolation.upper()])
     if channels != image01.shape[-1]:
         if image01.shape[-1] != 1:
             raise ConfigError(f"data.image_channels={channels}: a {image01.shape[-1]}-channel "

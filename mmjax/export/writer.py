@@ -209,9 +209,9 @@ def _preprocessing(modality: str, avals, manifest, data) -> str:
     """In words, what mmjax.data.pipeline does to a record before this encoder."""
     if modality == "image" and data.image_mean:
         return (f"image float32 {_shape(avals[0])}: intensities scaled to [0, 1] (the stored "
-                "uint16 / 65535), resized (bicubic) to that size, grey replicated to its "
-                f"channels, then (x - mean) / std per channel with mean {list(data.image_mean)}"
-                f" and std {list(data.image_std)}; no augmentation")
+                f"uint16 / 65535), resized ({data.image_interpolation}) to that size, grey "
+                "replicated to its channels, then (x - mean) / std per channel with mean "
+                f"{list(data.image_mean)} and std {list(data.image_std)}; no augmentation")
     if modality == "image":
         return (f"image float32 {_shape(avals[0])}: intensities scaled to [0, 1] (the stored "
                 "uint16 / 65535), then standardised per image to zero mean and unit variance "

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from safetensors.numpy import save_file
 
 from mmjax import config as config_lib
@@ -20,6 +21,7 @@ from mmjax.interop import tensors as t
 from mmjax.train import pins
 from mmjax.train.checkpoint import read_fields
 
+OPEN_CLIP_INTERPOLATIONS = ("bicubic", "bilinear")  # what its image_transform takes
 HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 # What CLIPModel computes, as mmjax options: (section, field, value it must have).
 CLIP_SHAPED = (("image", "pool", "cls"), ("image", "pre_norm", True),
@@ -79,7 +81,15 @@ def _open_clip_config(cfg, vocab: int, image_size: int) -> dict:
         "text_cfg": {"context_length": text.max_positions, "vocab_size": vocab,
                      "width": text.width, "heads": text.num_heads, "layers": text.depth,
                      "mlp_ratio": text.mlp_dim / text.width}},
-        "preprocess_cfg": {"mean": list(cfg.data.image_mean), "std": list(cfg.data.image_std)}}
+        "preprocess_cfg": {"mean": list(cfg.data.image_mean), "std": list(cfg.data.image_std),
+                           "interpolation": _open_clip_interpolation(cfg.data)}}
+
+
+def _open_clip_interpolation(data) -> str:
+    if data.image_interpolation not in OPEN_CLIP_INTERPOLATIONS:
+        raise t.InteropError(f"open_clip resizes with {' or '.join(OPEN_CLIP_INTERPOLATIONS)}; "
+                             f"data.image_interpolation is {data.image_interpolation}")
+    return data.image_interpolation
 
 
 def _hf_towers(model, vocab: int, image_size: int, channels: int, roles) -> tuple[dict, dict]:
@@ -129,6 +139,18 @@ def _check_identity_projection(params: dict, model) -> None:
                              "the model is not SigLIP's); SiglipModel has none to hold it")
 
 
+def _hf_processor(data, image_size: int, siglip_shaped: bool) -> dict:
+    """preprocessor_config.json: SiglipImageProcessor squashes to the size, CLIPImageProcessor
+    resizes the shortest edge and centre-crops; mean, std and the resize filter are mmjax's."""
+    size = {"height": image_size, "width": image_size}
+    processor = ({"image_processor_type": "SiglipImageProcessor", "size": size}
+                 if siglip_shaped else
+                 {"image_processor_type": "CLIPImageProcessor",
+                  "size": {"shortest_edge": image_size}, "crop_size": size})
+    return {**processor, "image_mean": list(data.image_mean), "image_std": list(data.image_std),
+            "resample": Image.Resampling[data.image_interpolation.upper()].value}
+
+
 def export(workdir: str | Path, out: str | Path, step: int | None = None,
            layout: str = "hf") -> Path:
     """Writes the folder `out` (new, or empty) in `layout` from the workdir's checkpoint."""
@@ -167,26 +189,22 @@ def export(workdir: str | Path, out: str | Path, step: int | None = None,
         entries = clip._entries(cfg.model, channels, image_size, names)
     tensors = t.disassemble(params, entries)
     tokenizer = pins.workdir_tokenizer(workdir, cfg.data)
+    # Every file's content first: a model the target cannot express writes nothing.
+    if layout == "open_clip":
+        files = {"open_clip_config.json": _open_clip_config(cfg, tokens, image_size)}
+    else:
+        files = {"config.json": (_siglip_config if siglip_shaped else _hf_config)(
+                     cfg.model, tokens, image_size, channels, tokenizer_lib.specials(tokenizer)),
+                 "preprocessor_config.json": _hf_processor(cfg.data, image_size, siglip_shaped)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_text(tokenizer.to_str())
     (out / "mmjax_export.json").write_text(json.dumps(
         {"workdir": str(workdir), "step": step, "format": layout}, indent=2) + "\n")
     if layout == "open_clip":
         save_file(tensors, str(out / "open_clip_model.safetensors"))
-        (out / "open_clip_config.json").write_text(json.dumps(
-            _open_clip_config(cfg, tokens, image_size), indent=2) + "\n")
-        return out
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = (_siglip_config if siglip_shaped else _hf_config)(
-        cfg.model, tokens, image_size, channels, tokenizer_lib.specials(tokenizer))
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    mean, std = list(cfg.data.image_mean), list(cfg.data.image_std)
-    processor = ({"image_processor_type": "SiglipImageProcessor",
-                  "size": {"height": image_size, "width": image_size}} if siglip_shaped else
-                 {"image_processor_type": "CLIPImageProcessor",
-                  "size": {"shortest_edge": image_size},
-                  "crop_size": {"height": image_size, "width": image_size}})
-    (out / "preprocessor_config.json").write_text(json.dumps(
-        {**processor, "image_mean": mean, "image_std": std}, indent=2) + "\n")
+    else:
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for name, content in files.items():
+        (out / name).write_text(json.dumps(content, indent=2) + "\n")
     return out
 

@@ -5,11 +5,14 @@ with), the tokenizer, `imported.json` (where it came from) and checkpoint step 0
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import jax
+from PIL import Image
 
 from mmjax import config as config_lib
+from mmjax.config.sections import Interpolation
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.interop import big_vision, clip, positions, siglip, timm_bert
 from mmjax.interop import blocks as b
@@ -22,10 +25,12 @@ from mmjax.train import pins
 from mmjax.trained import IMPORTED_FILE
 
 SOURCES = ("hf", "open_clip", "big_vision")
-# Published image normalisations: OpenAI CLIP's (also open_clip's and BiomedCLIP's
-# default) and SigLIP's.
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+# Published image preprocessing (mean, std, resize interpolation): OpenAI CLIP's (also
+# open_clip's and BiomedCLIP's default) and SigLIP's (SiglipImageProcessor's, big_vision's).
+CLIP_PREPROCESSING = ((0.48145466, 0.4578275, 0.40821073),
+                      (0.26862954, 0.26130258, 0.27577711), "bicubic")
+SIGLIP_PREPROCESSING = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+INTERPOLATIONS = typing.get_args(Interpolation)
 
 
 EXPERIMENT_FILE = "finetune.py"
@@ -70,21 +75,35 @@ class Source:
     tokenizer: Path
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    interpolation: str
     pad_token: str | None = None  # an HF tokenizer_config.json's: SigLIP pads with </s>
     pad_id: int | None = None  # open_clip.tokenize pads with 0, whatever the tokenizer says
     lower_case: bool = True  # a SentencePiece tokenizer's (SiglipTokenizer's do_lower_case)
 
 
-def _normalisation(path: Path, key_mean: str, key_std: str, default) -> tuple:
-    """mean and std from a preprocessing config (HF preprocessor_config.json, open_clip's
-    preprocess_cfg), else the family's published ones."""
+def _preprocessing(path: Path, default: tuple) -> tuple:
+    """(mean, std, interpolation) from a preprocessing config, HF's preprocessor_config.json
+    (image_mean, image_std, resample as PIL's number) or open_clip's preprocess_cfg (mean,
+    std, interpolation), each one it lacks the family's published one."""
     if not path.is_file():
         return default
     spec = b.read_json(path)
     spec = spec.get("preprocess_cfg", spec)
-    if key_mean in spec and key_std in spec:
-        return tuple(map(float, spec[key_mean])), tuple(map(float, spec[key_std]))
-    return default
+    mean, std, interpolation = default
+    keys = ("image_mean", "image_std") if "image_mean" in spec else ("mean", "std")
+    if all(key in spec for key in keys):
+        mean, std = (tuple(map(float, spec[key])) for key in keys)
+    if "resample" in spec:
+        try:
+            interpolation = Image.Resampling(spec["resample"]).name.lower()
+        except (ValueError, TypeError):
+            raise t.InteropError(f"{path}: resample {spec['resample']!r} is not a PIL "
+                                 "filter number") from None
+    interpolation = spec.get("interpolation", interpolation)
+    if interpolation not in INTERPOLATIONS:
+        raise t.InteropError(f"{path}: interpolation {interpolation!r} is not one mmjax "
+                             f"applies at evaluation ({', '.join(INTERPOLATIONS)})")
+    return mean, std, interpolation
 
 
 def read_source(kind: str, path: str | Path, config: str | Path | None = None,
@@ -102,26 +121,25 @@ def read_source(kind: str, path: str | Path, config: str | Path | None = None,
 def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
     if kind == "hf":
         model_type = b.read_json(path / "config.json").get("model_type")
-        readers = {"clip": (clip.from_hf, (CLIP_MEAN, CLIP_STD)),
-                   "siglip": (siglip.from_hf, (SIGLIP_MEAN, SIGLIP_STD))}
+        readers = {"clip": (clip.from_hf, CLIP_PREPROCESSING),
+                   "siglip": (siglip.from_hf, SIGLIP_PREPROCESSING)}
         if model_type not in readers:
             raise t.InteropError(f"{path / 'config.json'}: model_type '{model_type}' is not "
                                  f"one mmjax imports ({', '.join(readers)})")
         reader, default = readers[model_type]
-        mean, std = _normalisation(path / "preprocessor_config.json", "image_mean",
-                                   "image_std", default)
+        preprocessing = _preprocessing(path / "preprocessor_config.json", default)
         token_config = path / "tokenizer_config.json"
         settings = b.read_json(token_config) if token_config.is_file() else {}
         pad = settings.get("pad_token")
         return Source(reader(path), model_type, Path(tokenizer or _hf_tokenizer(path)),
-                      mean, std, pad if isinstance(pad, str) else None,
+                      *preprocessing, pad if isinstance(pad, str) else None,
                       lower_case=bool(settings.get("do_lower_case", True)))
     if kind == "big_vision":
         if tokenizer is None:
             raise t.InteropError("--from big_vision needs --tokenizer (the SigLIP tokenizer: "
                                  "its spiece.model or a tokenizer.json)")
-        return Source(big_vision.from_npz(path), "siglip", Path(tokenizer), SIGLIP_MEAN,
-                      SIGLIP_STD)
+        return Source(big_vision.from_npz(path), "siglip", Path(tokenizer),
+                      *SIGLIP_PREPROCESSING)
     if kind != "open_clip":
         raise t.InteropError(f"--from {kind}: choose from {', '.join(SOURCES)}")
     if config is None or tokenizer is None:
@@ -131,9 +149,8 @@ def _read_source(kind: str, path: Path, config, tokenizer) -> Source:
     model_cfg = spec.get("model_cfg", spec)
     timm = "timm_model_name" in model_cfg.get("vision_cfg", {})
     imported = (timm_bert if timm else clip).from_open_clip(path, config)
-    mean, std = _normalisation(Path(config), "mean", "std", (CLIP_MEAN, CLIP_STD))
-    return Source(imported, "timm_bert" if timm else "clip", Path(tokenizer), mean, std,
-                  pad_id=None if timm else 0)
+    return Source(imported, "timm_bert" if timm else "clip", Path(tokenizer),
+                  *_preprocessing(Path(config), CLIP_PREPROCESSING), pad_id=None if timm else 0)
 
 
 def _hf_tokenizer(folder: Path) -> Path:
@@ -154,6 +171,7 @@ def run_config(source: Source) -> config_lib.Config:
     cfg.data.augment = False
     cfg.data.image_size, cfg.data.image_channels = imported.image_size, imported.channels
     cfg.data.image_mean, cfg.data.image_std = source.mean, source.std
+    cfg.data.image_interpolation = source.interpolation
     if source.family == "siglip":
         cfg.objectives.contrastive_loss = "sigmoid"
     cfg.eval.evaluators = ("retrieval", "zeroshot")  # no heads: what a dual encoder does
