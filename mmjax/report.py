@@ -155,7 +155,7 @@ def _header(path: Path, run: _Run) -> str:
     rows = {
         "step": f"{max(steps)} of {cfg.train.num_steps}" if steps else "n/a",
         "dataset": cfg.data.path or "(not set)",
-        **{f"{m} encoder": f"width {e.width}, depth {e.depth}, {e.num_heads} heads"
+        **{f"{m} encoder": _encoder_summary(cfg.model, m, e)
            for m, e in encoders.items() if m in cfg.data.modalities},
         "fusion": f"{cfg.model.fusion.kind}, width {cfg.model.fusion.width}, "
                   f"depth {cfg.model.fusion.depth}",
@@ -169,6 +169,18 @@ def _header(path: Path, run: _Run) -> str:
     }
     return (_table("", {"": rows}, header=False)
             + f"<details><summary>config.json</summary><pre>{_e(text)}</pre></details>")
+
+
+def _encoder_summary(model, modality: str, transformer) -> str:
+    """A CNN's kind, width and stages; a transformer's width, depth and heads."""
+    cnn = {"image": model.image_encoder in ("resnet", "vgg") and (model.image_encoder, model.cnn),
+           "signal": model.signal.encoder == "xresnet1d" and ("xresnet1d", model.signal_cnn)
+           }.get(modality)
+    if cnn:
+        kind, c = cnn
+        return f"{kind}, width {c.width}, stages {', '.join(map(str, c.stages))}"
+    e = transformer
+    return f"width {e.width}, depth {e.depth}, {e.num_heads} heads"
 
 
 def _curves(path: Path, run: _Run) -> str:

@@ -113,7 +113,7 @@ def test_an_unknown_attribute_in_an_experiment_file_names_the_key(tmp_path):
 
 def test_a_value_outside_a_literal_is_refused_by_set():
     with pytest.raises(ConfigError, match=r"^config key 'model.fusion.kind' expects one of late, "
-                                          r"early, hybrid, got 'foo'$"):
+                                          r"decision, early, hybrid, bottleneck, got 'foo'$"):
         config_lib.override(Config(), "model.fusion.kind=foo")
     with pytest.raises(ConfigError, match=r"'data.modalities' expects one of image, video, "
                                           r"signal, audio, report, got 'xray'"):
@@ -143,7 +143,8 @@ def test_a_value_outside_a_literal_is_refused_in_config_json(tmp_path):
 
 @pytest.mark.parametrize(("body", "match"), [
     ("cfg.model.fusion.kind = 'foo'\n",
-     r"'model.fusion.kind' expects one of late, early, hybrid, got 'foo'"),
+     r"'model.fusion.kind' expects one of late, decision, early, hybrid, bottleneck, "
+     r"got 'foo'"),
     ("cfg.objectives.contrastive_loss = 'clip'\n",
      r"'objectives.contrastive_loss' expects one of softmax, sigmoid"),
     ("cfg.data.modalities = ('image', 'text')\n", r"'data.modalities' expects one of image"),
@@ -166,7 +167,10 @@ VIDEO = ("data.modalities=video,report", "objectives.contrastive_pairs=video-rep
 RULES = [
     (("parallel.strategy=pmap", "train.accumulation_steps=2"),
      r"train.accumulation_steps > 1 needs parallel.strategy=mesh"),
-    (("objectives.matching=1",), r"objectives.matching needs model.fusion.kind=early or hybrid"),
+    (("objectives.matching=1",),
+     r"objectives.matching needs model.fusion.kind=early, hybrid or bottleneck: late"),
+    (("objectives.matching=1", "model.fusion.kind=early", "model.fusion.kind=decision"),
+     r"objectives.matching needs .*: decision fusion"),
     (("objectives.mae=1", "model.image_encoder=resnet"),
      r"objectives.mae_modalities: 'image' has no patch encoder"),
     (("model.image_encoder=resnet", "model.cnn.norm=batch", "train.accumulation_steps=2"),
@@ -196,7 +200,8 @@ RULES = [
     (("objectives.mae=1", "objectives.mae_mask_ratio=1"), r"objectives.mae_mask_ratio must be"),
     (("objectives.mlm=1", "objectives.mlm_probability=0"), r"objectives.mlm_probability must"),
     (("objectives.diagnosis=1", "model.fusion.kind=hybrid", *NO_REPORT, "data.modalities=image"),
-     r"model.fusion.kind=hybrid \(for objectives.diagnosis\) needs report"),
+     r"model.fusion.kind=hybrid \(for objectives.diagnosis\) needs two or more "
+     r"data.modalities to attend across, got image$"),
     ((*VIDEO, "model.video.pool=last"),
      r"model.video.pool=last does not go with model.video.encoder=tubelet"),
     ((*VIDEO, "model.video.attention=factorised", "model.video.pool=map"),

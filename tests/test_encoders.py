@@ -1,6 +1,7 @@
-"""The CNN, frame + temporal and audio encoders train end to end like the others: the loss
-falls under the mesh and the pmap strategies, and the two agree step for step, BatchNorm
-statistics included (over the global batch on the mesh, psum'd over devices under pmap)."""
+"""The CNN, frame + temporal, signal CNN and audio encoders train end to end like the
+others: the loss falls under the mesh and the pmap strategies, and the two agree step for
+step, BatchNorm statistics included (over the global batch on the mesh, psum'd over
+devices under pmap)."""
 
 import json
 
@@ -15,7 +16,7 @@ from mmjax.train import metrics as metrics_lib
 from mmjax.train.loop import train
 
 STEPS = 5
-# Three models that between them use every new encoder; small enough to compile in seconds.
+# Models that between them use every new encoder; small enough to compile in seconds.
 ENCODERS = {
     "resnet-batchnorm+frames-gru+spectrogram": [
         "model.image_encoder=resnet", "model.cnn.norm=batch",
@@ -31,6 +32,11 @@ ENCODERS = {
         "model.cnn.norm=batch", "model.video.encoder=frames", "model.video.frame_encoder=vgg",
         "model.video.temporal=lstm", "data.modalities=(video,report)",
         "objectives.contrastive_pairs=(video-report)",
+    ],
+    "xresnet1d-batchnorm": [
+        "model.signal.encoder=xresnet1d", "model.signal_cnn.norm=batch",
+        "model.signal_cnn.width=8", "model.signal_cnn.stages=(1,1)",
+        "data.modalities=(signal,report)", "objectives.contrastive_pairs=(signal-report)",
     ],
 }
 SMALL = [

@@ -16,8 +16,8 @@ from mmjax.config.sections import Config, ModelConfig
 from mmjax.config.values import check_types
 from mmjax.errors import ConfigError
 
-# Encoders that cut their input into patches a masked autoencoder can hide (None: any).
-PATCH_ENCODERS = {"image": ("vit",), "video": ("tubelet",), "signal": None}
+# Encoders that cut their input into patches a masked autoencoder can hide.
+PATCH_ENCODERS = {"image": ("vit",), "video": ("tubelet",), "signal": ("transformer",)}
 QUERY_MODALITIES = ("image", "video", "signal", "audio")  # retrieved against the report
 FUSED_OBJECTIVES = ("matching", "diagnosis", "risk")  # they read the fused vector
 
@@ -80,6 +80,10 @@ RANGES = {
     "model.text.max_positions": at_least(0),
     "model.cnn.width": at_least(1), "model.cnn.norm_groups": at_least(1),
     "model.cnn.batch_norm_momentum": Bounds(0, 1),
+    "model.signal_cnn.width": at_least(1), "model.signal_cnn.norm_groups": at_least(1),
+    "model.signal_cnn.kernel_size": at_least(1),
+    "model.signal_cnn.batch_norm_momentum": Bounds(0, 1),
+    "model.fusion.bottleneck_tokens": at_least(1),
     "eval.batch_size": at_least(1), "eval.generation.beam_size": at_least(1),
     "eval.generation.limit": at_least(0), "eval.generation.max_len": at_least(0),
     "eval.probe.train_examples": at_least(0), "eval.probe.l2": at_least(0),
@@ -91,17 +95,20 @@ RANGES = {
 
 def has_patches(cfg: ModelConfig, modality: str) -> bool:
     """Whether MAE can hide parts of this modality's input: its encoder takes patches."""
-    kind = {"image": cfg.image_encoder, "video": cfg.video.encoder}.get(modality)
-    kinds = PATCH_ENCODERS.get(modality, ())
-    return modality in PATCH_ENCODERS and (kinds is None or kind in kinds)
+    kind = {"image": cfg.image_encoder, "video": cfg.video.encoder,
+            "signal": cfg.signal.encoder}.get(modality)
+    return kind in PATCH_ENCODERS.get(modality, ())
 
 
 def uses_batch_norm(cfg: ModelConfig, modalities) -> bool:
-    """Whether a CNN with BatchNorm encodes images or video frames of these modalities."""
+    """Whether a CNN with BatchNorm encodes images, video frames or signals of these
+    modalities."""
     kinds = [cfg.image_encoder] if "image" in modalities else []
     if "video" in modalities and cfg.video.encoder == "frames":
         kinds.append(cfg.video.frame_encoder)
-    return cfg.cnn.norm == "batch" and any(k in ("resnet", "vgg") for k in kinds)
+    signal_cnn = "signal" in modalities and cfg.signal.encoder == "xresnet1d"
+    return (cfg.cnn.norm == "batch" and any(k in ("resnet", "vgg") for k in kinds)
+            or signal_cnn and cfg.signal_cnn.norm == "batch")
 
 
 def video_pools(cfg: ModelConfig) -> tuple[str, ...]:
@@ -212,13 +219,16 @@ def _objectives(cfg: Config) -> None:
     if o.matching:
         _needs(cfg, "objectives.matching_pair",
                _pair(o.matching_pair, "objectives.matching_pair"))
-        if cfg.model.fusion.kind == "late":
+        if cfg.model.fusion.kind in ("late", "decision"):
             raise ConfigError(
-                "objectives.matching needs model.fusion.kind=early or hybrid: the late-fused "
-                "vector (a mean of embeddings) cannot express whether two embeddings agree")
+                f"objectives.matching needs model.fusion.kind=early, hybrid or bottleneck: "
+                f"{cfg.model.fusion.kind} fusion combines each modality on its own and cannot "
+                "express whether two of them agree")
     fused = [f"objectives.{name}" for name in FUSED_OBJECTIVES if getattr(o, name)]
-    if fused and cfg.model.fusion.kind == "hybrid":
-        _needs(cfg, f"model.fusion.kind=hybrid (for {', '.join(fused)})", ("report",))
+    if fused and cfg.model.fusion.kind == "hybrid" and len(cfg.data.modalities) < 2:
+        raise ConfigError(f"model.fusion.kind=hybrid (for {', '.join(fused)}) needs two or "
+                          f"more data.modalities to attend across, got "
+                          f"{', '.join(cfg.data.modalities)}")
 
 
 def _mae(cfg: Config) -> None:
@@ -231,8 +241,8 @@ def _mae(cfg: Config) -> None:
         if not has_patches(cfg.model, modality):
             raise ConfigError(
                 f"objectives.mae_modalities: '{modality}' has no patch encoder to mask "
-                "(MAE needs model.image_encoder=vit, model.video.encoder=tubelet or the "
-                "signal encoder)")
+                "(MAE needs model.image_encoder=vit, model.video.encoder=tubelet or "
+                "model.signal.encoder=transformer)")
     if "video" in o.mae_modalities and cfg.model.video.attention != "joint":
         raise ConfigError("objectives.mae_modalities: masked video needs "
                           "model.video.attention=joint (a factorised grid cannot drop tubes)")
@@ -247,12 +257,15 @@ def _model(cfg: Config) -> None:
             uses_batch_norm(model, modalities):
         raise ConfigError(
             "train.accumulation_steps > 1 with BatchNorm (model.cnn.norm=batch): statistics "
-            "over micro-batches would differ from the whole batch's; use model.cnn.norm=group")
+            "over micro-batches would differ from the whole batch's; use model.cnn.norm=group "
+            "(model.signal_cnn.norm=group for the signal CNN)")
     if "video" in modalities and model.video.pool not in (pools := video_pools(model)):
         raise ConfigError(
             f"model.video.pool={model.video.pool} does not go with model.video.encoder="
             f"{model.video.encoder} (attention {model.video.attention}, temporal "
             f"{model.video.temporal}); choose from {', '.join(pools)}")
+    if "signal" in modalities and model.signal.encoder == "xresnet1d":
+        _signal_cnn(model)
     if model.image.cls_position and model.image.pool != "cls":
         raise ConfigError("model.image.cls_position needs model.image.pool=cls (it gives the "
                           f"CLS token a position), got pool={model.image.pool}")
@@ -307,3 +320,13 @@ def _evaluation(cfg: Config) -> None:
                           f"{e.retrieval.recall_at}")
     if not e.probe.fractions or not all(0 < f <= 1 for f in e.probe.fractions):
         raise ConfigError(f"eval.probe.fractions must be in (0, 1], got {e.probe.fractions}")
+
+
+def _signal_cnn(model: ModelConfig) -> None:
+    cnn = model.signal_cnn
+    if not cnn.stages or min(cnn.stages) < 1:
+        raise ConfigError(f"model.signal_cnn.stages must be one or more positive block "
+                          f"counts, got {cnn.stages}")
+    if cnn.kernel_size % 2 == 0:
+        raise ConfigError(f"model.signal_cnn.kernel_size must be odd (a centred 'same' "
+                          f"convolution), got {cnn.kernel_size}")

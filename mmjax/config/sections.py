@@ -137,8 +137,28 @@ class VideoConfig(TransformerSize):
 
 @dataclasses.dataclass
 class SignalConfig(TransformerSize):
+    # transformer: 1-D patches through a transformer (these sizes); xresnet1d: the 1-D
+    # ResNet of model.signal_cnn (Strodthoff et al. 2021's strongest family on PTB-XL)
+    encoder: Literal["transformer", "xresnet1d"] = "transformer"
     patch_size: int = 25  # samples per patch, e.g. 0.25 s at 100 Hz
     pool: Literal["mean", "cls", "map"] = "mean"
+
+
+@dataclasses.dataclass
+class SignalCNNConfig(Section):
+    """xresnet1d over multi-lead signals (model.signal.encoder="xresnet1d"): a three-conv
+    stem with stride 2 and a max pool, then residual stages, each after the first halving
+    the length and doubling the channels. Tokens are the final feature map's positions."""
+
+    # blocks per stage: xresnet1d50 3,4,6,3 and xresnet1d101 3,4,23,3 with bottleneck
+    stages: tuple[int, ...] = (1, 1, 1, 1)
+    width: int = 32  # channels of the first stage (64 in the paper)
+    kernel_size: int = 5  # the paper's 1-D kernel
+    bottleneck: bool = False  # 1-k-1 blocks with 4x wider outputs
+    norm: Literal["group", "batch"] = "batch"
+    norm_groups: int = 32
+    batch_norm_momentum: float = 0.9
+    pool: Literal["concat", "mean"] = "concat"  # concat: [mean, max] over time, as fastai's
 
 
 @dataclasses.dataclass
@@ -180,9 +200,15 @@ class AudioConfig(TransformerSize):
 @dataclasses.dataclass
 class FusionConfig(TransformerSize):
     """Tokens of every modality are projected to `width`; `depth` is the joint layers
-    (early) or the cross-attention layers (hybrid)."""
+    (early), the co-attention layers (hybrid) or the bottleneck layers (bottleneck)."""
 
-    kind: Literal["late", "early", "hybrid"] = "late"
+    # late: mean of the embeddings; decision: per-modality heads combined; early: one
+    # transformer over all tokens; hybrid: co-attention (each modality's queries against
+    # the others' keys and values); bottleneck: shared fusion tokens per layer (MBT)
+    kind: Literal["late", "decision", "early", "hybrid", "bottleneck"] = "late"
+    bottleneck_tokens: int = 4  # MBT's B (4 in Nagrani et al. 2021)
+    # weights: a learned weight per modality; gate: weights computed from each embedding
+    decision_gate: Literal["weights", "gate"] = "weights"
 
 
 @dataclasses.dataclass
@@ -200,6 +226,7 @@ class ModelConfig(Section):
     text: TextConfig = section(TextConfig)
     video: VideoConfig = section(VideoConfig)
     signal: SignalConfig = section(SignalConfig)
+    signal_cnn: SignalCNNConfig = section(SignalCNNConfig)
     audio: AudioConfig = section(AudioConfig)
     fusion: FusionConfig = section(FusionConfig)
     decoder: DecoderConfig = section(DecoderConfig)

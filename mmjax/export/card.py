@@ -70,6 +70,9 @@ def _architecture(model_cfg, modality: str) -> str:
             f"{k} {v}" for k, v in dataclasses.asdict(model_cfg.cnn).items())
     if cnn:
         return arch + f"; frames through {kind[modality]} (model.cnn)"
+    if modality == "signal" and model_cfg.signal.encoder == "xresnet1d":
+        return "xresnet1d: " + ", ".join(
+            f"{k} {v}" for k, v in dataclasses.asdict(model_cfg.signal_cnn).items())
     return arch
 
 

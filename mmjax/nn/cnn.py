@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from mmjax.config import CNNConfig
+from mmjax.config import CNNConfig, SignalCNNConfig
 from mmjax.nn.encoders import MapPool, pool_tokens
 from mmjax.nn.layers import bias_init, constrain, kernel_init
 from mmjax.nn.transformer import BlockOptions
@@ -90,16 +90,19 @@ def _groups(channels: int, most: int) -> int:
     return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
 
 
-def _conv(features: int, size: int, strides: int, options: BlockOptions, name: str):
-    """A bias-free convolution (a norm follows) with PyTorch's symmetric padding."""
-    return nn.Conv(features, (size, size), (strides, strides), padding=[(size // 2,) * 2] * 2,
+def conv(features: int, size: int, strides: int, options: BlockOptions, name: str,
+         dims: int = 2):
+    """A bias-free convolution (a norm follows) over `dims` spatial axes, with PyTorch's
+    symmetric padding."""
+    return nn.Conv(features, (size,) * dims, (strides,) * dims,
+                   padding=[(size // 2,) * 2] * dims,
                    use_bias=False, dtype=options.dtype, param_dtype=options.param_dtype,
                    kernel_init=kernel_init(None, None, None, "embed", init=HE_NORMAL),
                    name=name)
 
 
-def _norm(cfg: CNNConfig, options: BlockOptions, batch_axis: str | None, channels: int,
-          name: str, zero_scale: bool = False):
+def norm_layer(cfg: CNNConfig | SignalCNNConfig, options: BlockOptions,
+               batch_axis: str | None, channels: int, name: str, zero_scale: bool = False):
     """(x, valid) -> x: GroupNorm (per example, so `valid` is moot) or BatchNorm."""
     init = nn.initializers.zeros if zero_scale else nn.initializers.ones
     common = dict(dtype=options.dtype, param_dtype=options.param_dtype,
@@ -127,17 +130,17 @@ class ResNetBlock(nn.Module):
     @nn.compact
     def __call__(self, x, valid=None):
         cfg, o, c, s = self.config, self.options, self.channels, self.strides
-        norm = functools.partial(_norm, cfg, o, self.batch_axis)
+        norm = functools.partial(norm_layer, cfg, o, self.batch_axis)
         bottleneck = [(c, 1, 1), (c, 3, s), (4 * c, 1, 1)]  # (features, size, strides)
         layers = bottleneck if cfg.bottleneck else [(c, 3, s), (c, 3, 1)]
         y = x
         for i, (features, size, strides) in enumerate(layers, 1):
             last = i == len(layers)
-            y = _conv(features, size, strides, o, f"conv{i}")(y)
+            y = conv(features, size, strides, o, f"conv{i}")(y)
             y = norm(features, f"norm{i}", zero_scale=last)(y, valid)
             y = y if last else nn.relu(y)
         if s != 1 or x.shape[-1] != y.shape[-1]:
-            x = _conv(y.shape[-1], 1, s, o, "proj_conv")(x)
+            x = conv(y.shape[-1], 1, s, o, "proj_conv")(x)
             x = norm(y.shape[-1], "proj_norm")(x, valid)
         return nn.relu(x + y)
 
@@ -154,9 +157,9 @@ class VGGStage(nn.Module):
     @nn.compact
     def __call__(self, x, valid=None):
         for i in range(self.depth):
-            x = _conv(self.channels, 3, 1, self.options, f"conv{i}")(x)
-            x = _norm(self.config, self.options, self.batch_axis, self.channels,
-                      f"norm{i}")(x, valid)
+            x = conv(self.channels, 3, 1, self.options, f"conv{i}")(x)
+            x = norm_layer(self.config, self.options, self.batch_axis, self.channels,
+                           f"norm{i}")(x, valid)
             x = nn.relu(x)
         return x
 
@@ -201,8 +204,8 @@ class CNNEncoder(nn.Module):
         cfg, o = self.config, self.options
         _check("stem", cfg.stem, STEMS)
         imagenet = cfg.stem == "imagenet"
-        x = _conv(cfg.width, 7 if imagenet else 3, 2 if imagenet else 1, o, "stem_conv")(x)
-        x = nn.relu(_norm(cfg, o, self.batch_axis, cfg.width, "stem_norm")(x, valid))
+        x = conv(cfg.width, 7 if imagenet else 3, 2 if imagenet else 1, o, "stem_conv")(x)
+        x = nn.relu(norm_layer(cfg, o, self.batch_axis, cfg.width, "stem_norm")(x, valid))
         if imagenet:
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         block = nn.remat(ResNetBlock) if o.remat else ResNetBlock

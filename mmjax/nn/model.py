@@ -11,6 +11,7 @@ from mmjax.config import ModelConfig, has_patches
 from mmjax.data.schema import MODALITIES
 from mmjax.nn.audio import AudioEncoder
 from mmjax.nn.cnn import CNNEncoder
+from mmjax.nn.cnn1d import SignalCNNEncoder
 from mmjax.nn.embed import patchify
 from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
 from mmjax.nn.fusion import Fusion
@@ -21,6 +22,9 @@ from mmjax.nn.transformer import BlockOptions
 
 IMAGE_ENCODERS = ("vit", "resnet", "vgg")
 VIDEO_ENCODERS = ("tubelet", "frames")
+SIGNAL_ENCODERS = ("transformer", "xresnet1d")
+
+
 def image_encoder(cfg: ModelConfig, kind: str, options: BlockOptions, batch_axis=None):
     """A ViT (model.image) or a CNN (model.cnn) over [B, H, W, C] images."""
     if kind == "vit":
@@ -40,6 +44,16 @@ def video_encoder(cfg: ModelConfig, options: BlockOptions, batch_axis=None):
         return FrameVideoEncoder(cfg.video, frames, options)
     raise ValueError(f"unknown video encoder '{cfg.video.encoder}'; choose from "
                      f"{VIDEO_ENCODERS}")
+
+
+def signal_encoder(cfg: ModelConfig, options: BlockOptions, batch_axis=None):
+    """1-D patches through a transformer (model.signal) or xresnet1d (model.signal_cnn)."""
+    if cfg.signal.encoder == "transformer":
+        return SignalEncoder(cfg.signal, options)
+    if cfg.signal.encoder == "xresnet1d":
+        return SignalCNNEncoder(cfg.signal_cnn, options, batch_axis)
+    raise ValueError(f"unknown signal encoder '{cfg.signal.encoder}'; choose from "
+                     f"{SIGNAL_ENCODERS}")
 
 
 def l2_normalize(x, eps: float = 1e-6):
@@ -80,7 +94,7 @@ class MultimodalModel(nn.Module):
         builders = {
             "image": lambda: image_encoder(cfg, cfg.image_encoder, options, self.batch_axis),
             "video": lambda: video_encoder(cfg, options, self.batch_axis),
-            "signal": lambda: SignalEncoder(cfg.signal, options),
+            "signal": lambda: signal_encoder(cfg, options, self.batch_axis),
             "audio": lambda: AudioEncoder(cfg.audio, self.audio_rate_hz, options),
             "report": lambda: TextEncoder(cfg.text, self.vocab_size, options),
         }
@@ -211,6 +225,8 @@ class MultimodalModel(nn.Module):
                 return encoder(video, frames)
             return encoder(batch["video"], batch.get("video_mask"))
         if modality == "signal":
+            if isinstance(encoder, SignalCNNEncoder):
+                return encoder(batch["signal"], batch.get("signal_leads"), valid=present)
             return encoder(batch["signal"], batch.get("signal_leads"))
         if modality == "audio":
             return encoder(batch["audio"], batch.get("audio_length"))

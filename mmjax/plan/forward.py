@@ -95,9 +95,11 @@ def check_encoders(model_cfg: ModelConfig, forward: TrainingForward) -> None:
     unmodelled = {"model.image_encoder": "image" in running and model_cfg.image_encoder != "vit",
                   "model.video.encoder": "video" in running
                   and model_cfg.video.encoder != "tubelet",
+                  "model.signal.encoder": "signal" in running
+                  and model_cfg.signal.encoder != "transformer",
                   "data.modalities": "audio" in running}
     named = [key for key, bad in unmodelled.items() if bad]
     if named:
         raise ConfigError(f"the planner models transformer encoders over image, video, signal "
                           f"and report only; {', '.join(named)} choose(s) an encoder it cannot "
-                          "count yet (CNN, frame + temporal or audio)")
+                          "count yet (CNN, frame + temporal, signal CNN or audio)")
