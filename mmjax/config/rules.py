@@ -65,8 +65,9 @@ RANGES = {
     "optim.warmup_steps": at_least(0), "optim.weight_decay": at_least(0),
     "optim.b1": Bounds(0, 1, open_high=True), "optim.b2": Bounds(0, 1, open_high=True),
     "optim.grad_clip_norm": POSITIVE, "optim.layer_decay": Bounds(0, 1, open_low=True),
-    "model.embed_dim": at_least(1), "model.init_temperature": POSITIVE,
-    "model.max_logit_scale": POSITIVE, "objectives.focal_gamma": at_least(0),
+    "model.embed_dim": at_least(1), "model.init_temperature": at_least(0),
+    "model.min_logit_scale": POSITIVE, "model.max_logit_scale": POSITIVE,
+    "objectives.focal_gamma": at_least(0),
     **{f"model.{name}.{size}": at_least(1) for name in _TRANSFORMERS
        for size in ("width", "num_heads", "mlp_dim")},
     **{f"model.{name}.depth": at_least(0) for name in _TRANSFORMERS},
@@ -91,6 +92,15 @@ RANGES = {
     **{f"eval.{kind}.examples": at_least(0)
        for kind in ("retrieval", "generation", "reconstruction")},
 }
+
+
+# Each contrastive loss's initial temperature: CLIP's 0.07, SigLIP's 1/10 (Zhai et al. 2023).
+LOSS_TEMPERATURES = {"softmax": 0.07, "sigmoid": 0.1}
+
+
+def initial_temperature(cfg: ModelConfig, loss: str = "softmax") -> float:
+    """model.init_temperature, or where it is 0 the contrastive `loss`'s own."""
+    return cfg.init_temperature or LOSS_TEMPERATURES[loss]
 
 
 def has_patches(cfg: ModelConfig, modality: str) -> bool:
@@ -264,6 +274,14 @@ def _model(cfg: Config) -> None:
             f"model.video.pool={model.video.pool} does not go with model.video.encoder="
             f"{model.video.encoder} (attention {model.video.attention}, temporal "
             f"{model.video.temporal}); choose from {', '.join(pools)}")
+    if model.min_logit_scale >= model.max_logit_scale:
+        raise ConfigError(f"model.min_logit_scale ({model.min_logit_scale:g}) must be below "
+                          f"model.max_logit_scale ({model.max_logit_scale:g})")
+    scale = 1 / initial_temperature(model, cfg.objectives.contrastive_loss)
+    if not model.min_logit_scale <= scale <= model.max_logit_scale:
+        raise ConfigError(f"model.init_temperature: its logit scale {scale:g} lies outside "
+                          f"[model.min_logit_scale, model.max_logit_scale] = "
+                          f"[{model.min_logit_scale:g}, {model.max_logit_scale:g}]")
     if "signal" in modalities and model.signal.encoder == "xresnet1d":
         _signal_cnn(model)
     if model.image.cls_position and model.image.pool != "cls":

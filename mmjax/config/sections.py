@@ -231,8 +231,12 @@ class ModelConfig(Section):
     fusion: FusionConfig = section(FusionConfig)
     decoder: DecoderConfig = section(DecoderConfig)
     embed_dim: int = 64
-    init_temperature: float = 0.07
-    max_logit_scale: float = 100.0  # CLIP clips exp(logit_scale) here
+    # 0: the contrastive loss's own, CLIP's 0.07 (softmax) or SigLIP's 0.1 (t = 10, sigmoid)
+    init_temperature: float = 0.0
+    # the learned logit_scale parameter is clamped to [ln min, ln max] after every update,
+    # as open_clip does (1 and 100): the temperature keeps its gradient at either bound
+    min_logit_scale: float = 1.0
+    max_logit_scale: float = 100.0
     init_bias: float = -10.0  # sigmoid loss bias (SigLIP)
     dtype: Dtype = "float32"  # compute dtype; bfloat16 on accelerators
     param_dtype: Dtype = "float32"

@@ -121,8 +121,7 @@ def _write(ctx, workdir: Path, out: Path) -> None:
         "label_names": list(ctx.label_names),
         "modalities": modalities,
         "contrastive": {
-            "scale": float(min(math.exp(float(params["logit_scale"])),
-                               cfg.model.max_logit_scale)),
+            "scale": math.exp(float(params["logit_scale"])),
             "bias": float(params["logit_bias"]),
             "note": "as trained, the logit of a pair is scale * dot(a, b) + bias",
         },

@@ -43,10 +43,13 @@ def logit_scale(tensors: dict) -> float:
     return float(tensors["logit_scale"].reshape(())) if "logit_scale" in tensors else 0.0
 
 
-def max_logit_scale(log_scale: float) -> float:
-    """A clip on exp(logit_scale) that leaves the checkpoint's own value alone (SigLIP's
-    learned scale is above CLIP's 100)."""
-    return max(100.0, float(math.ceil(math.exp(log_scale))))
+def scale_bounds(log_scale: float) -> dict:
+    """model.min/max_logit_scale, open_clip's 1 and 100 widened to take the checkpoint's own
+    value (SigLIP's learned scale is above 100), with a margin float32 rounding cannot
+    cross, so the clamp leaves it alone."""
+    scale = math.exp(log_scale)
+    return {"min_logit_scale": min(1.0, 0.999 * scale),
+            "max_logit_scale": max(100.0, float(math.ceil(scale)))}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ def model_config(vision: b.Tower, text: b.Tower, patch: int, context: int, embed
                         activation=act, max_positions=context)
     return ModelConfig(image=image, text=report, embed_dim=embed_dim,
                        init_temperature=math.exp(-logit_scale),
-                       max_logit_scale=b.max_logit_scale(logit_scale))
+                       **b.scale_bounds(logit_scale))
 
 
 def _entries(cfg: ModelConfig, channels: int, image_size: int, names: dict) -> list[t.Entry]:

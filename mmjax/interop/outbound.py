@@ -122,7 +122,7 @@ def _hf_config(model, vocab: int, image_size: int, channels: int, roles) -> dict
     projection = {"projection_dim": model.embed_dim}
     # eos != 2: CLIPModel pools the first end token, the last real one mmjax pools.
     return {"architectures": ["CLIPModel"], "model_type": "clip", **projection,
-            "logit_scale_init_value": math.log(1 / model.init_temperature),
+            "logit_scale_init_value": math.log(1 / config_lib.initial_temperature(model)),
             "text_config": {**text, **projection, "bos_token_id": roles.start},
             "vision_config": {**vision, **projection}}
 

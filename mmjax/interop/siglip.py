@@ -25,7 +25,7 @@ def model_config(vision: b.Tower, text: b.Tower, patch: int, context: int, activ
                         projection_bias=True, layer_norm_eps=eps, activation=act,
                         max_positions=context)
     return ModelConfig(image=image, text=report, embed_dim=vision.width,
-                       max_logit_scale=b.max_logit_scale(logit_scale))
+                       **b.scale_bounds(logit_scale))
 
 
 def _entries(cfg: ModelConfig, channels: int, image_size: int) -> list[t.Entry]:

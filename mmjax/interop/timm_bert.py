@@ -69,7 +69,7 @@ def model_config(tensors: dict, spec: dict, where) -> ModelConfig:
         raise t.InteropError(f"{where}: {positions - 1} patch positions do not fit image_size "
                              f"{vision.get('image_size', 224)} at patch {patch}")
     return ModelConfig(image=image, text=report, embed_dim=embed_dim,
-                       max_logit_scale=b.max_logit_scale(b.logit_scale(tensors)))
+                       **b.scale_bounds(b.logit_scale(tensors)))
 
 
 def _entries(cfg: ModelConfig, channels: int) -> list[t.Entry]:

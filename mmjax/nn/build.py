@@ -11,9 +11,9 @@ import dataclasses
 import flax.linen as nn
 import jax
 
-from mmjax.config import Config, ConfigError
+from mmjax.config import Config, ConfigError, initial_temperature
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.nn.model import MultimodalModel
+from mmjax.nn.model import MultimodalModel, clamp_scale
 from mmjax.objectives.compose import LOG_VARIANCES, Objectives, Setup, Vocab
 from mmjax.objectives.diagnosis import positive_weights
 from mmjax.parallel import rules
@@ -103,6 +103,10 @@ class ModelDef:
             method=self.objectives.forward, mutable=["batch_stats"])
         return out, updated.get("batch_stats", batch_stats)
 
+    def clamp(self, params: dict) -> dict:
+        """`params` (the log-variances included) after an update, bounds enforced."""
+        return clamp_scale(params, self.module.config)
+
     def contrastive_scalars(self, params: dict):
         """(scale, bias) of the contrastive logits."""
         return self.module.apply({"params": split_params(params)[0]},
@@ -130,7 +134,9 @@ def define(cfg: Config, vocabulary: Vocab, num_labels: int, label_prevalence=Non
                               "prevalence, which its manifest lacks")
         weights = tuple(float(w) for w in positive_weights(label_prevalence))
     objectives = Objectives(cfg.objectives, Setup(vocabulary, num_labels, weights))
-    module = MultimodalModel(cfg.model, vocabulary.size, tuple(cfg.data.modalities), num_labels,
+    model_cfg = dataclasses.replace(cfg.model, init_temperature=initial_temperature(
+        cfg.model, cfg.objectives.contrastive_loss))
+    module = MultimodalModel(model_cfg, vocabulary.size, tuple(cfg.data.modalities), num_labels,
                              audio_rate_hz or 0.0,
                              PMAP_AXIS if cfg.parallel.strategy == "pmap" else None)
     return ModelDef(module, objectives, cfg.train.seed)

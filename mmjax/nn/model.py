@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.config import ModelConfig, has_patches
+from mmjax.config import ModelConfig, has_patches, initial_temperature
 from mmjax.data.schema import MODALITIES
 from mmjax.nn.audio import AudioEncoder
 from mmjax.nn.cnn import CNNEncoder
@@ -65,6 +65,16 @@ def batch_size(batch: dict) -> int:
     return (batch["text"] if "text" in batch else jax.tree.leaves(batch)[0]).shape[0]
 
 
+def clamp_scale(params: dict, cfg: ModelConfig) -> dict:
+    """`params` with logit_scale clamped to [ln min_logit_scale, ln
+    max_logit_scale], as open_clip clamps it after each optimizer step: clipping
+    exp(logit_scale) in the forward instead would zero its gradient past the bound for good."""
+    if "logit_scale" not in params:
+        return params
+    low, high = math.log(cfg.min_logit_scale), math.log(cfg.max_logit_scale)
+    return {**params, "logit_scale": jnp.clip(params["logit_scale"], low, high)}
+
+
 def _constant(value: float):
     """A float32 array initialiser: a Python-float init is weak-typed and recompiles."""
     return lambda _: jnp.asarray(value, jnp.float32)
@@ -100,8 +110,9 @@ class MultimodalModel(nn.Module):
         }
         self.encoders = {m: builders[m]() for m in self.modalities}
         self.projections = {m: self._projection(m) for m in self.modalities}
+        # define() resolves the temperature for its loss; alone, the model starts at CLIP's.
         self.logit_scale = self.param("logit_scale",
-                                      _constant(math.log(1.0 / cfg.init_temperature)))
+                                      _constant(math.log(1.0 / initial_temperature(cfg))))
         self.logit_bias = self.param("logit_bias", _constant(cfg.init_bias))
         self.fusion = Fusion(cfg.fusion, tuple(self.modalities), options)
         if self.num_labels:
@@ -247,8 +258,8 @@ class MultimodalModel(nn.Module):
         return self.embed_inputs("report", {"text": token_ids, "text_mask": mask})
 
     def scale(self):
-        """exp(logit_scale) clipped like CLIP, so the temperature cannot collapse."""
-        return jnp.minimum(jnp.exp(self.logit_scale), self.config.max_logit_scale)
+        """exp(logit_scale); training keeps the parameter within its bounds (clamp_scale)."""
+        return jnp.exp(self.logit_scale)
 
     def contrastive_scalars(self):
         """(scale, bias) of the contrastive logits."""

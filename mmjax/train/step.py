@@ -69,7 +69,8 @@ class StepBuilder:
 
         def apply(_):
             updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-            new = (optax.apply_updates(state.params, updates), opt_state, batch_stats)
+            params = self.definition.clamp(optax.apply_updates(state.params, updates))
+            new = (params, opt_state, batch_stats)
             ok = all_finite((new[0], new[2]))
             return (*jax.lax.cond(ok, lambda: new, lambda: unchanged(None)), ok)
 
