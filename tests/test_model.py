@@ -9,6 +9,7 @@ import pytest
 from mmjax.config import (
     AudioConfig,
     ModelConfig,
+    SignalCNNConfig,
     SignalConfig,
     TextConfig,
     VideoConfig,
@@ -51,12 +52,13 @@ def test_cross_attention_matches_the_textbook_formulas():
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def _config(fusion="late", video_attention="joint", image_pool="cls"):
+def _config(fusion="late", video_attention="joint", image_pool="cls", signal="transformer"):
     return ModelConfig(
         image=ViTConfig(patch_size=4, pool=image_pool, **SMALL),
         text=TextConfig(**SMALL),
         video=VideoConfig(tubelet_frames=2, patch_size=8, attention=video_attention, **SMALL),
-        signal=SignalConfig(patch_size=25, **SMALL),
+        signal=SignalConfig(patch_size=25, encoder=signal, **SMALL),
+        signal_cnn=SignalCNNConfig(stages=(1, 1), width=8, norm="group", norm_groups=4),
         fusion=dataclasses.replace(ModelConfig().fusion, kind=fusion, width=32, depth=1),
         embed_dim=16,
     )
@@ -90,7 +92,8 @@ def _init(cfg, modalities=MODALITIES):
 
 
 @pytest.mark.parametrize("fusion,video_attention,image_pool", [
-    ("late", "joint", "cls"), ("early", "factorised", "map"), ("hybrid", "joint", "mean")])
+    ("late", "joint", "cls"), ("early", "factorised", "map"), ("hybrid", "joint", "mean"),
+    ("bottleneck", "factorised", "cls"), ("decision", "joint", "map")])
 def test_every_encoder_fusion_and_head_has_the_right_shapes(fusion, video_attention, image_pool):
     cfg = _config(fusion, video_attention, image_pool)
     _, _, apply = _init(cfg)
@@ -99,10 +102,14 @@ def test_every_encoder_fusion_and_head_has_the_right_shapes(fusion, video_attent
         assert out["embeddings"][modality].shape == (B, cfg.embed_dim)
         np.testing.assert_allclose(jnp.linalg.norm(out["embeddings"][modality], axis=-1), 1,
                                    atol=1e-5)
-    fused_width = cfg.embed_dim if fusion == "late" else cfg.fusion.width
-    assert out["fused"].shape == (B, fused_width)
+    if fusion == "decision":  # every modality's embedding, for its own head
+        assert out["fused"][0].shape == (B, len(MODALITIES), cfg.embed_dim)
+        assert "matching" not in out
+    else:
+        fused_width = cfg.embed_dim if fusion == "late" else cfg.fusion.width
+        assert out["fused"].shape == (B, fused_width) and out["matching"].shape == (B, 2)
     assert out["diagnosis"].shape == (B, LABELS) and out["risk"].shape == (B,)
-    assert out["matching"].shape == (B, 2) and out["mlm"].shape == (B, LENGTH, VOCAB)
+    assert out["mlm"].shape == (B, LENGTH, VOCAB)
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(out))
 
 
@@ -156,15 +163,21 @@ def test_audio_after_its_length_is_ignored(encoder):
     assert np.abs(encode(audio.at[0, 300].add(3.0))[0] - pooled[0]).max() > 1e-3
 
 
-@pytest.mark.parametrize("fusion", ["late", "early", "hybrid"])
-def test_a_missing_modality_does_not_leak_into_the_result(fusion):
-    _, _, apply = _init(_config(fusion))
-    batch = dict(_batch(), has_video=jnp.array([True, False, True]))
-    garbage = dict(batch, video=batch["video"] * 100 + 5)
+@pytest.mark.parametrize("fusion,missing,signal", [
+    *[(kind, "video", "transformer") for kind in ("late", "decision", "early", "hybrid",
+                                                  "bottleneck")],
+    ("hybrid", "signal", "xresnet1d"), ("bottleneck", "signal", "xresnet1d")])
+def test_a_missing_modality_does_not_leak_into_the_result(fusion, missing, signal):
+    """What the heads return for an example without `missing` ignores its placeholder."""
+    _, _, apply = _init(_config(fusion, signal=signal))
+    batch = dict(_batch(), **{f"has_{missing}": jnp.array([True, False, True])})
+    garbage = dict(batch, **{missing: batch[missing] * 100 + 5})
     a, b = apply(batch), apply(garbage)
-    np.testing.assert_allclose(a["fused"][1], b["fused"][1], atol=1e-5)
-    assert not np.allclose(a["fused"][0], b["fused"][0], atol=1e-3)  # present: it matters
-    for modality in ("image", "signal", "report"):
+    for head in ("diagnosis", "risk"):
+        np.testing.assert_allclose(a[head][1], b[head][1], atol=1e-5, err_msg=head)
+        # present, it matters
+        assert not np.allclose(a[head][0], b[head][0], atol=1e-4), head
+    for modality in set(MODALITIES) - {missing}:
         np.testing.assert_array_equal(a["embeddings"][modality], b["embeddings"][modality])
 
 

@@ -23,6 +23,45 @@ class ClassifierHead(nn.Module):
         return out(x).astype(jnp.float32)
 
 
+class DecisionHead(nn.Module):
+    """Decision-level late fusion: a ClassifierHead per modality on its own embedding, the
+    logits combined by a softmax over the modalities present in each example.
+
+    gate=weights: one learned score per modality (all equal at the start); gate=gate: each
+    score computed from that example's embedding, so a poor recording can count less. An
+    absent modality gets weight 0; an example with none present gets zero logits.
+    `fused` is (embeddings [B, M, E], present [B, M]) in `modalities` order.
+    """
+
+    num_outputs: int
+    modalities: tuple[str, ...]
+    gate: str = "weights"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, fused):
+        embeddings, present = fused
+        logits = jnp.stack([
+            ClassifierHead(self.num_outputs, self.dtype, self.param_dtype, name=f"head_{m}")(
+                embeddings[:, i]) for i, m in enumerate(self.modalities)], 1)  # [B, M, K]
+        if self.gate == "weights":
+            scores = self.param("modality_scores", kernel_init(None, init=nn.initializers.zeros),
+                                (len(self.modalities),), jnp.float32)[None]
+        elif self.gate == "gate":
+            scores = jnp.concatenate([
+                dense(1, "embed", (None,), self.dtype, self.param_dtype, f"gate_{m}")(
+                    embeddings[:, i]) for i, m in enumerate(self.modalities)], 1)
+        else:
+            raise ValueError(f"unknown decision gate '{self.gate}' (expected 'weights' or "
+                             "'gate')")
+        # A finite mask value: an example with none present gets a finite softmax (then
+        # zeroed), where -inf would put NaN into its gradient.
+        weights = nn.softmax(jnp.where(present, scores.astype(jnp.float32), -1e9), axis=1)
+        weights = jnp.where(present, weights, 0.0)
+        return jnp.einsum("bm,bmk->bk", weights, logits)
+
+
 class MlpProjection(nn.Module):
     """Linear, exact GELU, linear, without biases: open_clip's 'mlp' projection of a
     Hugging Face text tower (BiomedCLIP)."""

@@ -15,7 +15,14 @@ from mmjax.nn.cnn1d import SignalCNNEncoder
 from mmjax.nn.embed import patchify
 from mmjax.nn.encoders import SignalEncoder, TextEncoder, VideoEncoder, ViTEncoder
 from mmjax.nn.fusion import Fusion
-from mmjax.nn.heads import ClassifierHead, MaeDecoder, MlmHead, MlpProjection, ReportDecoder
+from mmjax.nn.heads import (
+    ClassifierHead,
+    DecisionHead,
+    MaeDecoder,
+    MlmHead,
+    MlpProjection,
+    ReportDecoder,
+)
 from mmjax.nn.layers import dense
 from mmjax.nn.temporal import FrameVideoEncoder, takes_valid
 from mmjax.nn.transformer import BlockOptions
@@ -114,10 +121,11 @@ class MultimodalModel(nn.Module):
         self.logit_scale = self.param("logit_scale",
                                       _constant(math.log(1.0 / initial_temperature(cfg))))
         self.logit_bias = self.param("logit_bias", _constant(cfg.init_bias))
-        self.fusion = Fusion(cfg.fusion, tuple(self.modalities), options)
+        if cfg.fusion.kind != "decision":
+            self.fusion = Fusion(cfg.fusion, tuple(self.modalities), options)
         if self.num_labels:
-            self.diagnosis = ClassifierHead(self.num_labels, dtype, param_dtype)
-        self.risk = ClassifierHead(1, dtype, param_dtype)
+            self.diagnosis = self._task_head(self.num_labels)
+        self.risk = self._task_head(1)
         self.matching = ClassifierHead(2, dtype, param_dtype)
         self.mlm = MlmHead(dtype, param_dtype)
         d = cfg.decoder
@@ -132,6 +140,23 @@ class MultimodalModel(nn.Module):
                 m: dense(cfg.text.width, "embed", "embed", dtype, param_dtype, f"memory_{m}")
                 for m in self.modalities if m != "report"
             }
+
+    def _task_head(self, outputs: int):
+        """A classifier on the fused vector, or under decision fusion one per modality."""
+        cfg = self.config
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        if cfg.fusion.kind == "decision":
+            return DecisionHead(outputs, tuple(self.modalities), cfg.fusion.decision_gate,
+                                dtype, param_dtype)
+        return ClassifierHead(outputs, dtype, param_dtype)
+
+    def fuse(self, encoded: dict, embeddings: dict, present: dict):
+        """What the diagnosis and risk heads read: the fused vector [B, D], or under
+        decision fusion every modality's embedding with its presence, ([B, M, E], [B, M])."""
+        if self.config.fusion.kind == "decision":
+            return (jnp.stack([embeddings[m] for m in self.modalities], 1),
+                    jnp.stack([present[m] for m in self.modalities], 1))
+        return self.fusion(encoded, embeddings, present)
 
     def _projection(self, modality: str):
         """Pooled encoder output -> the shared space: linear without bias, except where an
@@ -285,7 +310,7 @@ class MultimodalModel(nn.Module):
         encoded, embeddings, present = self.encode_all(batch)
         out = {"embeddings": embeddings}
         if heads:
-            fused = self.fusion(encoded, embeddings, present)
+            fused = self.fuse(encoded, embeddings, present)
             if "diagnosis" in heads:
                 out["diagnosis"] = self.diagnosis(fused)
             if "risk" in heads:
@@ -304,10 +329,11 @@ class MultimodalModel(nn.Module):
     def __call__(self, batch: dict):
         """Everything: embeddings, the fused vector and every head's logits."""
         encoded, embeddings, present = self.encode_all(batch)
-        fused = self.fusion(encoded, embeddings, present)
+        fused = self.fuse(encoded, embeddings, present)
         outputs = {"embeddings": embeddings, "present": present, "scale": self.scale(),
-                   "bias": self.logit_bias, "fused": fused, "risk": self.risk(fused)[:, 0],
-                   "matching": self.matching(fused)}
+                   "bias": self.logit_bias, "fused": fused, "risk": self.risk(fused)[:, 0]}
+        if self.config.fusion.kind != "decision":  # it cannot match (config.validate)
+            outputs["matching"] = self.matching(fused)
         if self.num_labels:
             outputs["diagnosis"] = self.diagnosis(fused)
         if "report" in self.modalities:

@@ -66,7 +66,7 @@ class Forward:
     def fused(self):
         """The fusion of every modality, computed once for the heads that read it."""
         if self._fused is None:
-            self._fused = self.module.fusion(self.encoded, self.embeddings, self.present)
+            self._fused = self.module.fuse(self.encoded, self.embeddings, self.present)
         return self._fused
 
     def seen(self):

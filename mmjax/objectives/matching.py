@@ -80,7 +80,7 @@ def _terms(f) -> dict:
         for m, rows in ((a, index_a), (b, index_b)):
             enc[m] = tuple(x[rows] for x in encoded[m])
             emb[m] = embeddings[m][rows]
-        return module.matching(module.fusion(enc, emb, {**only_pair, a: mask, b: mask}))
+        return module.matching(module.fuse(enc, emb, {**only_pair, a: mask, b: mask}))
 
     rows = jnp.arange(valid.shape[0])
     return {"matching": itm_loss(

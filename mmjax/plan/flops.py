@@ -103,7 +103,7 @@ def _encoder(model_cfg: ModelConfig, shapes: InputShapes, run: EncoderPass) -> F
 
 def _fusion(model_cfg: ModelConfig, shapes: InputShapes, modalities) -> Flops:
     cfg = model_cfg.fusion
-    if cfg.kind == "late":  # a mean of the embeddings
+    if cfg.kind in ("late", "decision"):  # a mean of the embeddings, or of head logits
         return Flops()
     tokens = {m: token_counts(model_cfg, shapes, m)[1] for m in modalities}
     flops = sum((_dense(tokens[m], encoder_config(model_cfg, m).width, cfg.width)
@@ -111,18 +111,27 @@ def _fusion(model_cfg: ModelConfig, shapes: InputShapes, modalities) -> Flops:
     if cfg.kind == "early":  # one transformer over a CLS token and every token
         return flops + _transformer(cfg.depth, 1 + sum(tokens.values()), cfg.width,
                                     cfg.mlp_dim)
-    if cfg.kind == "hybrid":  # text attends to itself, then to a null token and the rest
-        context = 1 + sum(n for m, n in tokens.items() if m != "report")
-        return flops + _transformer(cfg.depth, tokens["report"], cfg.width, cfg.mlp_dim,
-                                    context=context)
+    if cfg.kind == "hybrid":  # co-attention: each modality's queries, the others' keys
+        total = sum(tokens.values())
+        block = (_dense(total, cfg.width, 4 * cfg.width)  # every token's Q, K, V and output
+                 + _dense(total, cfg.width, cfg.mlp_dim) + _dense(total, cfg.mlp_dim, cfg.width)
+                 + Flops(attention=sum(4 * n * (total - n) * cfg.width
+                                       for n in tokens.values())))
+        return flops + block * cfg.depth
+    if cfg.kind == "bottleneck":  # each modality's block over its tokens and the shared ones
+        return flops + sum((_transformer(cfg.depth, n + cfg.bottleneck_tokens, cfg.width,
+                                         cfg.mlp_dim) for n in tokens.values()), Flops())
     raise ValueError(f"unknown fusion '{cfg.kind}'")
 
 
 def _heads(model_cfg: ModelConfig, shapes: InputShapes, forward: TrainingForward) -> Flops:
     """The classifier heads' logits from the fused vector; the MLM head's transform and
     tied-vocabulary logits over every text token."""
-    fused = model_cfg.embed_dim if model_cfg.fusion.kind == "late" else model_cfg.fusion.width
-    flops = _dense(1, fused, forward.head_outputs)
+    kind = model_cfg.fusion.kind
+    fused = model_cfg.embed_dim if kind in ("late", "decision") else model_cfg.fusion.width
+    # decision: a head per modality (and a gate's score each)
+    heads = len(forward.embedded) if kind == "decision" else 1
+    flops = _dense(heads, fused, forward.head_outputs + (kind == "decision"))
     if forward.mlm:
         width = model_cfg.text.width
         flops = (flops + _dense(shapes.text_len, width, width)
