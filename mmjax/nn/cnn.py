@@ -114,33 +114,49 @@ def norm_layer(cfg: CNNConfig | SignalCNNConfig, options: BlockOptions,
     return lambda x, valid: norm(x)
 
 
-class ResNetBlock(nn.Module):
-    """Basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 to 4x channels) residual block.
+def _halve(x):
+    """Average pool by 2 over every spatial axis, rounding up like PyTorch's ceil_mode."""
+    dims = x.ndim - 2
+    return nn.avg_pool(x, (2,) * dims, (2,) * dims, count_include_pad=False,
+                       padding=[(0, n % 2) for n in x.shape[1:-1]])
 
-    The stride sits on the 3x3 convolution (ResNet v1.5). The last norm's scale starts
-    at zero, so each block starts as the identity (Goyal et al. 2017).
+
+class ResNetBlock(nn.Module):
+    """Basic (k, k) or bottleneck (1, k, 1 to 4x channels) residual block over `dims`
+    spatial axes; k = 3 for images.
+
+    The stride sits on the k-wide convolution (ResNet v1.5). The last norm's scale starts
+    at zero, so each block starts as the identity (Goyal et al. 2017). Where the shape
+    changes the shortcut is a strided 1x1 projection, or with `avg_down` an average pool
+    then a 1x1 projection (ResNet-D, as fastai's xresnet).
     """
 
     channels: int
     strides: int
-    config: CNNConfig
+    config: CNNConfig | SignalCNNConfig
     options: BlockOptions
     batch_axis: str | None = None
+    kernel_size: int = 3
+    dims: int = 2
+    avg_down: bool = False
 
     @nn.compact
     def __call__(self, x, valid=None):
-        cfg, o, c, s = self.config, self.options, self.channels, self.strides
+        cfg, o, c, s, k = self.config, self.options, self.channels, self.strides, \
+            self.kernel_size
         norm = functools.partial(norm_layer, cfg, o, self.batch_axis)
-        bottleneck = [(c, 1, 1), (c, 3, s), (4 * c, 1, 1)]  # (features, size, strides)
-        layers = bottleneck if cfg.bottleneck else [(c, 3, s), (c, 3, 1)]
+        bottleneck = [(c, 1, 1), (c, k, s), (4 * c, 1, 1)]  # (features, size, strides)
+        layers = bottleneck if cfg.bottleneck else [(c, k, s), (c, k, 1)]
         y = x
         for i, (features, size, strides) in enumerate(layers, 1):
             last = i == len(layers)
-            y = conv(features, size, strides, o, f"conv{i}")(y)
+            y = conv(features, size, strides, o, f"conv{i}", self.dims)(y)
             y = norm(features, f"norm{i}", zero_scale=last)(y, valid)
             y = y if last else nn.relu(y)
+        if self.avg_down and s != 1:
+            x, s = _halve(x), 1
         if s != 1 or x.shape[-1] != y.shape[-1]:
-            x = conv(y.shape[-1], 1, s, o, "proj_conv")(x)
+            x = conv(y.shape[-1], 1, s, o, "proj_conv", self.dims)(x)
             x = norm(y.shape[-1], "proj_norm")(x, valid)
         return nn.relu(x + y)
 

@@ -5,8 +5,9 @@ tokens fusion and the report decoder see.
 fastai's xresnet (He et al. 2019, "Bag of Tricks"): a stem of three convolutions (the
 first with stride 2) and a max pool, residual stages that after the first halve the
 length and double the channels, shortcuts that average-pool before their 1x1 projection
-(ResNet-D), each block's last norm starting at zero. BatchNorm follows cnn.py: the
-`batch_stats` collection's mutability says training from evaluation.
+(ResNet-D), each block's last norm starting at zero: cnn.py's ResNetBlock in one
+dimension. BatchNorm follows cnn.py: the `batch_stats` collection's mutability says
+training from evaluation.
 """
 
 import functools
@@ -15,12 +16,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.config import SignalCNNConfig
-from mmjax.nn.cnn import conv, norm_layer
+from mmjax.nn.cnn import ResNetBlock, conv, norm_layer
 from mmjax.nn.encoders import pool_tokens
 from mmjax.nn.layers import constrain
 from mmjax.nn.transformer import BlockOptions
-
-conv1d = functools.partial(conv, dims=1)
 
 
 def downsampling(cfg: SignalCNNConfig) -> int:
@@ -38,41 +37,6 @@ def token_count(cfg: SignalCNNConfig, samples: int) -> int:
 def output_channels(cfg: SignalCNNConfig) -> int:
     """Channels of the last stage (4x wider with bottleneck blocks)."""
     return cfg.width * 2 ** (len(cfg.stages) - 1) * (4 if cfg.bottleneck else 1)
-
-
-def _halve(x):
-    """Average pool by 2, rounding the length up like PyTorch's ceil_mode."""
-    return nn.avg_pool(x, (2,), (2,), padding=((0, x.shape[1] % 2),), count_include_pad=False)
-
-
-class XResBlock1d(nn.Module):
-    """Basic (k, k) or bottleneck (1, k, 1 to 4x channels) block; the stride sits on the
-    k-wide convolution, the shortcut pools then projects where the shape changes."""
-
-    channels: int
-    strides: int
-    config: SignalCNNConfig
-    options: BlockOptions
-    batch_axis: str | None = None
-
-    @nn.compact
-    def __call__(self, x, valid=None):
-        cfg, o, c, s, k = self.config, self.options, self.channels, self.strides, \
-            self.config.kernel_size
-        norm = functools.partial(norm_layer, cfg, o, self.batch_axis)
-        layers = [(c, 1, 1), (c, k, s), (4 * c, 1, 1)] if cfg.bottleneck else [(c, k, s), (c, k, 1)]
-        y = x
-        for i, (features, size, strides) in enumerate(layers, 1):
-            last = i == len(layers)
-            y = conv1d(features, size, strides, o, f"conv{i}")(y)
-            y = norm(features, f"norm{i}", zero_scale=last)(y, valid)
-            y = y if last else nn.relu(y)
-        if s != 1:
-            x = _halve(x)
-        if x.shape[-1] != y.shape[-1]:
-            x = conv1d(y.shape[-1], 1, 1, o, "proj_conv")(x)
-            x = norm(y.shape[-1], "proj_norm")(x, valid)
-        return nn.relu(x + y)
 
 
 class SignalCNNEncoder(nn.Module):
@@ -96,14 +60,15 @@ class SignalCNNEncoder(nn.Module):
         x = signal.astype(o.dtype)
         stem = (max(cfg.width // 2, 1), max(cfg.width // 2, 1), cfg.width)  # fastai 32, 32, 64
         for i, features in enumerate(stem):
-            x = conv1d(features, cfg.kernel_size, 2 if i == 0 else 1, o, f"stem_conv{i}")(x)
+            x = conv(features, cfg.kernel_size, 2 if i == 0 else 1, o, f"stem_conv{i}", 1)(x)
             x = nn.relu(norm(features, f"stem_norm{i}")(x, valid))
         x = nn.max_pool(x, (3,), (2,), padding=((1, 1),))
-        block = nn.remat(XResBlock1d) if o.remat else XResBlock1d
+        block = nn.remat(ResNetBlock) if o.remat else ResNetBlock
         for i, depth in enumerate(cfg.stages):
             for j in range(depth):
                 x = block(cfg.width * 2**i, 2 if i > 0 and j == 0 else 1, cfg, o,
-                          self.batch_axis, name=f"stage{i}_block{j}")(x, valid)
+                          self.batch_axis, cfg.kernel_size, dims=1, avg_down=True,
+                          name=f"stage{i}_block{j}")(x, valid)
             x = constrain(x, "batch", "length", "embed")
         mask = jnp.ones(x.shape[:2], bool)
         if cfg.pool == "concat":  # fastai's AdaptiveConcatPool1d: [mean, max] over time
