@@ -173,12 +173,10 @@ def _header(path: Path, run: _Run) -> str:
 
 def _encoder_summary(model, modality: str, transformer) -> str:
     """A CNN's kind, width and stages; a transformer's width, depth and heads."""
-    cnn = {"image": model.image_encoder in ("resnet", "vgg") and (model.image_encoder, model.cnn),
-           "signal": model.signal.encoder == "xresnet1d" and ("xresnet1d", model.signal_cnn)
-           }.get(modality)
+    kind = config_lib.encoder_kind(model, modality)
+    cnn = {"resnet": model.cnn, "vgg": model.cnn, "xresnet1d": model.signal_cnn}.get(kind)
     if cnn:
-        kind, c = cnn
-        return f"{kind}, width {c.width}, stages {', '.join(map(str, c.stages))}"
+        return f"{kind}, width {cnn.width}, stages {', '.join(map(str, cnn.stages))}"
     e = transformer
     return f"width {e.width}, depth {e.depth}, {e.num_heads} heads"
 

@@ -40,6 +40,7 @@ from mmjax.config.io import (
 from mmjax.config.rules import (
     PATCH_ENCODERS,
     check_evaluators,
+    encoder_kind,
     has_patches,
     initial_temperature,
     uses_batch_norm,
@@ -77,7 +78,7 @@ __all__ = [
     "ObjectivesConfig", "OptimConfig", "ParallelConfig", "ProbeEval", "ReconstructionEval",
     "RetrievalEval", "Section", "SignalCNNConfig", "SignalConfig", "TextConfig", "TrainConfig",
     "TransformerSize", "VideoConfig", "ViTConfig", "ZeroshotEval", "apply",
-    "check_evaluators", "differences", "from_dict", "has_patches", "initial_temperature",
-    "leaf_keys", "load", "override", "parse_name", "read", "save", "sized", "to_dict",
-    "uses_batch_norm", "validate", "video_pools",
+    "check_evaluators", "differences", "encoder_kind", "from_dict", "has_patches",
+    "initial_temperature", "leaf_keys", "load", "override", "parse_name", "read", "save",
+    "sized", "to_dict", "uses_batch_norm", "validate", "video_pools",
 ]

@@ -103,11 +103,16 @@ def initial_temperature(cfg: ModelConfig, loss: str = "softmax") -> float:
     return cfg.init_temperature or LOSS_TEMPERATURES[loss]
 
 
+def encoder_kind(cfg: ModelConfig, modality: str) -> str:
+    """The encoder a modality runs where the config chooses one (image, video, signal);
+    '' for the others."""
+    return {"image": cfg.image_encoder, "video": cfg.video.encoder,
+            "signal": cfg.signal.encoder}.get(modality, "")
+
+
 def has_patches(cfg: ModelConfig, modality: str) -> bool:
     """Whether MAE can hide parts of this modality's input: its encoder takes patches."""
-    kind = {"image": cfg.image_encoder, "video": cfg.video.encoder,
-            "signal": cfg.signal.encoder}.get(modality)
-    return kind in PATCH_ENCODERS.get(modality, ())
+    return encoder_kind(cfg, modality) in PATCH_ENCODERS.get(modality, ())
 
 
 def uses_batch_norm(cfg: ModelConfig, modalities) -> bool:
@@ -116,7 +121,7 @@ def uses_batch_norm(cfg: ModelConfig, modalities) -> bool:
     kinds = [cfg.image_encoder] if "image" in modalities else []
     if "video" in modalities and cfg.video.encoder == "frames":
         kinds.append(cfg.video.frame_encoder)
-    signal_cnn = "signal" in modalities and cfg.signal.encoder == "xresnet1d"
+    signal_cnn = "signal" in modalities and encoder_kind(cfg, "signal") == "xresnet1d"
     return (cfg.cnn.norm == "batch" and any(k in ("resnet", "vgg") for k in kinds)
             or signal_cnn and cfg.signal_cnn.norm == "batch")
 

@@ -185,11 +185,9 @@ class Fusion(nn.Module):
     def _bottleneck(self, tokens, masks, present):
         cfg, o = self.config, self.options
         first = tokens[self.modalities[0]]
-        batch, count = first.shape[0], cfg.bottleneck_tokens
-        if count < 1:
-            raise ValueError(f"bottleneck fusion needs bottleneck_tokens >= 1, got {count}")
+        batch, count = first.shape[0], cfg.bottleneck_tokens  # config.validate: count >= 1
         z = self._learned_tokens("bottleneck", count, batch, first.dtype)
-        here = jnp.stack([present[m] for m in self.modalities], 1)[:, :, None, None]  # [B,M,1,1]
+        here = jnp.stack([present[m] for m in self.modalities], 1)  # [B, M]
         block = self._block(EncoderBlock)
         for i in range(cfg.depth):
             copies = []
@@ -200,8 +198,8 @@ class Fusion(nn.Module):
                 tokens[m], z_m = x[:, :-count], x[:, -count:]
                 copies.append(z_m)
             # z = the mean of the present modalities' copies; unchanged where none is.
-            copies = jnp.where(here, jnp.stack(copies, 1), 0)  # [B, M, count, W]
-            n = here.sum(1)
-            z = jnp.where(n > 0, copies.sum(1) / jnp.maximum(n, 1).astype(z.dtype), z)
+            mean = pool_tokens(jnp.stack(copies, 1).reshape(batch, len(copies), -1), here,
+                               "mean").reshape(z.shape)
+            z = jnp.where(here.any(1)[:, None, None], mean, z)
             z = constrain(z, "batch", "length", "embed")
         return layer_norm(o.dtype, o.param_dtype, "ln_final", o.eps)(z).mean(1)

@@ -261,9 +261,8 @@ class MultimodalModel(nn.Module):
                 return encoder(video, frames)
             return encoder(batch["video"], batch.get("video_mask"))
         if modality == "signal":
-            if isinstance(encoder, SignalCNNEncoder):
-                return encoder(batch["signal"], batch.get("signal_leads"), valid=present)
-            return encoder(batch["signal"], batch.get("signal_leads"))
+            valid = {"valid": present} if takes_valid(encoder) else {}
+            return encoder(batch["signal"], batch.get("signal_leads"), **valid)
         if modality == "audio":
             return encoder(batch["audio"], batch.get("audio_length"))
         return encoder(batch["text"], batch["text_mask"])
