@@ -34,7 +34,7 @@ def get_config() -> Config:
 
     e = cfg.eval
     e.evaluators = ("retrieval", "zeroshot", "probe", "generation", "reconstruction")
-    e.zeroshot.findings = e.probe.findings = IMAGE_VISIBLE
+    e.zeroshot.findings = e.probe.findings = e.generation.findings = IMAGE_VISIBLE
     e.zeroshot.normal_prompts = ("Normal chest radiograph.",
                                  "No acute cardiopulmonary abnormality.")
     e.generation.limit = 128

@@ -99,6 +99,28 @@ def test_generated_reports_score_and_beam_is_at_least_greedy(evaluated):
     assert generation["beam"]["log_likelihood"] >= generation["greedy"]["log_likelihood"]
     examples = json.loads((workdir / "eval" / "generation_examples.json").read_text())
     assert len(examples) == 4 and all(e["reference"] and e["greedy"] for e in examples)
+    # References are the reports as stored, not the tokenizer's lower-cased round trip.
+    stored = trained.load(workdir).records([e["index"] for e in examples])
+    assert [e["reference"] for e in examples] == [r["report"] for r in stored]
+    assert all("FINDINGS:" in e["reference"] for e in examples)
+
+
+def test_generation_f1_is_over_the_configured_findings(evaluated):
+    _, workdir, results, _ = evaluated
+    assert set(results["generation"]["beam"]["per_finding"]) == set(trained.load(
+        workdir).label_names)  # (): every label the extractor knows
+    ctx = trained.load(workdir)
+    ctx.cfg.eval.evaluators = ("generation",)
+    ctx.cfg.eval.generation.findings = ("cardiomegaly", "nodule")
+    scored = registry.run_all(ctx, registry.resolve(ctx.cfg))["generation"]
+    for method in ("greedy", "beam"):
+        assert list(scored[method]["per_finding"]) == ["cardiomegaly", "nodule"]
+        per_finding = results["generation"][method]["per_finding"]
+        assert scored[method]["per_finding"]["nodule"] == pytest.approx(per_finding["nodule"],
+                                                                        nan_ok=True)
+    ctx.cfg.eval.generation.findings = ("cardiomegaly", "fracture")
+    with pytest.raises(ConfigError, match=r"eval.generation.findings: fracture are not labels"):
+        registry.run_all(ctx, registry.resolve(ctx.cfg))
 
 
 def test_mae_reconstruction_is_learned(evaluated):

@@ -52,6 +52,9 @@ class DiagnosisEval(AucSection):
 
 @dataclasses.dataclass
 class GenerationEval(EvaluatorSection):
+    # findings the F1 is over ((): every label the extractor knows); a radiograph cannot
+    # state the ECG's or echo's findings that a report's clinical history mentions
+    findings: tuple[str, ...] = ()
     limit: int = 128  # reports generated (0: the whole split); decoding is slow on CPU
     max_len: int = 0  # tokens (0: data.max_text_len)
     beam_size: int = 4
