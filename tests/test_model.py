@@ -262,6 +262,40 @@ def _with_patches_replaced(batch, modality, cfg, which, noise):
     return dict(batch, **{modality: replaced})
 
 
+@pytest.mark.parametrize("memory", ["tokens", "pooled", "both"])
+def test_report_memory_holds_tokens_or_pooled_vectors_of_present_modalities(memory):
+    """model.decoder.memory: per modality its encoder's tokens, its pooled vector (through
+    its own projection) or both, in that order; an absent modality is masked out whole."""
+    cfg = _config()
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, memory=memory))
+    model = MultimodalModel(cfg, VOCAB, ("image", "signal", "report"), LABELS)
+    batch = dict(_batch(), has_signal=jnp.array([True, False, True]))
+    variables = jax.jit(lambda rng: model.init(rng, batch, method=model.report_logits))(
+        jax.random.key(0))
+    context, mask = jax.jit(lambda b: model.apply(variables, b, method=model.report_context))(
+        batch)
+
+    def project(name, x):
+        p = nn.meta.unbox(variables["params"][name])
+        return np.asarray(x) @ np.asarray(p["kernel"]) + np.asarray(p.get("bias", 0.0))
+
+    want = []
+    for m in ("image", "signal"):
+        pooled, tokens, _ = model.apply(variables, m, batch, method=model.encode)
+        if memory != "pooled":
+            want.append(project(f"memory_{m}", tokens))
+        if memory != "tokens":
+            want.append(project(f"memory_{m}_pooled", pooled[:, None]))
+    want = np.concatenate(want, 1)
+    np.testing.assert_allclose(context, want, rtol=1e-5, atol=1e-5)
+    image_tokens = (SIZE // 4) ** 2
+    per_modality = {"tokens": (image_tokens, SAMPLES // 25), "pooled": (1, 1),
+                    "both": (image_tokens + 1, SAMPLES // 25 + 1)}[memory]
+    assert context.shape[1] == sum(per_modality)
+    signal_rows = np.asarray(mask)[:, per_modality[0]:]
+    assert signal_rows[[0, 2]].all() and not signal_rows[1].any()
+
+
 def test_report_decoder_is_causal_and_reads_present_modalities_only():
     model = MultimodalModel(_config(), VOCAB, ("image", "report"), LABELS)
     batch = _batch()

@@ -181,6 +181,9 @@ XLA_MODEL = ModelConfig(
 XLA_CONFIGS = {
     "image-report generative": _config(XLA_MODEL, contrastive=1.0, caption=0.5, mae=0.5,
                                        mlm=0.5),
+    "image-report generative, pooled memory too": _config(
+        dataclasses.replace(XLA_MODEL, decoder=DecoderConfig(memory="both", **_sized(128, 1))),
+        contrastive=1.0, caption=0.5),
     "video-signal diagnosis": _config(XLA_MODEL, ("video", "signal"),
                                       contrastive_pairs=("video-signal",), diagnosis=1.0),
 }

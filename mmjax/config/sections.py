@@ -216,6 +216,9 @@ class DecoderConfig(TransformerSize):
     """The MAE decoders (at `width`) and the report decoder (at the text width)."""
 
     depth: int = 1
+    # what the report decoder cross-attends to per modality: its encoder's tokens, its
+    # pooled vector (the one the contrastive loss aligns with the report), or both
+    memory: Literal["tokens", "pooled", "both"] = "tokens"
 
 
 @dataclasses.dataclass

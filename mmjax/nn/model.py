@@ -136,9 +136,12 @@ class MultimodalModel(nn.Module):
         if "report" in self.modalities:
             self.report_decoder = ReportDecoder(d.depth, cfg.text.num_heads, d.mlp_dim,
                                                 cfg.text.max_positions, options)
+            others = [m for m in self.modalities if m != "report"]
+            memory = {"tokens": ("",), "pooled": ("pooled",), "both": ("", "pooled")}[d.memory]
             self.memory_projections = {
-                m: dense(cfg.text.width, "embed", "embed", dtype, param_dtype, f"memory_{m}")
-                for m in self.modalities if m != "report"
+                (m, kind): dense(cfg.text.width, "embed", "embed", dtype, param_dtype,
+                                 "_".join(filter(None, ("memory", m, kind))))
+                for m in others for kind in memory
             }
 
     def _task_head(self, outputs: int):
@@ -202,12 +205,18 @@ class MultimodalModel(nn.Module):
     def report_context(self, batch: dict, encoded: dict | None = None):
         """(context [B, N, W], mask [B, N]): the report decoder's memory, the other
         modalities' tokens, masked where a modality is absent. `encoded` may hold
-        modalities' encode() outputs already computed for this batch."""
+        modalities' encode() outputs already computed for this batch; `model.decoder.memory`
+        says whether a modality contributes its tokens, its pooled vector or both."""
         size, width = batch_size(batch), self.config.text.width
         context = [jnp.zeros((size, 0, width), jnp.float32)]
         context_mask = [jnp.zeros((size, 0), bool)]
-        for m, project in self.memory_projections.items():
-            _, tokens, mask = (encoded or {}).get(m) or self.encode(m, batch)
+        encoded = dict(encoded or {})
+        for (m, kind), project in self.memory_projections.items():
+            if m not in encoded:
+                encoded[m] = self.encode(m, batch)
+            pooled, tokens, mask = encoded[m]
+            if kind == "pooled":
+                tokens, mask = pooled[:, None], jnp.ones((size, 1), bool)
             context.append(project(tokens).astype(jnp.float32))
             present = batch.get(f"has_{m}", jnp.ones(size, bool))
             context_mask.append(mask & present[:, None])

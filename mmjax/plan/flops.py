@@ -150,10 +150,12 @@ def _mae_decoder(model_cfg: ModelConfig, shapes: InputShapes, modality: str,
 
 
 def _report_decoder(model_cfg: ModelConfig, shapes: InputShapes, context) -> Flops:
-    """The other modalities' tokens projected to the text width (the memory), a causal
-    transformer cross-attending to a null token and the memory, tied vocabulary logits."""
-    width, length = model_cfg.text.width, shapes.text_len
-    tokens = {m: token_counts(model_cfg, shapes, m)[1] for m in context}
+    """The other modalities' tokens and/or pooled vectors (`model.decoder.memory`) projected
+    to the text width (the memory), a causal transformer cross-attending to a null token and
+    the memory, tied vocabulary logits."""
+    width, length, memory_kind = model_cfg.text.width, shapes.text_len, model_cfg.decoder.memory
+    tokens = {m: (token_counts(model_cfg, shapes, m)[1] if memory_kind != "pooled" else 0)
+              + (memory_kind != "tokens") for m in context}
     memory = sum((_dense(n, encoder_config(model_cfg, m).width, width)
                   for m, n in tokens.items()), Flops())
     return (memory + _transformer(model_cfg.decoder.depth, length, width,
