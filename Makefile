@@ -12,18 +12,20 @@ FINETUNE := experiments/demo_finetune.py
 ONE_PERCENT := --set data.train_fraction=0.01 --set train.batch_size=32 \
 	--set train.num_steps=100 --set eval.evaluators=diagnosis
 
-# Pretrain and evaluate; fine-tune on all labels; fine-tune on 1% of them from the
-# pretrained encoder and from scratch; export the pretrained image and report towers;
-# one HTML report of all four runs.
+# Pretrain and evaluate; fine-tune report generation; fine-tune diagnosis on all labels,
+# and on 1% of them from the pretrained encoder and from scratch; export the pretrained
+# image and report towers; one HTML report of all five runs.
 demo: $(STAMP) $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/mmjax data inspect $(DEMO_DATA)
 	$(VENV)/bin/mmjax train --config experiments/demo_pretrain.py --workdir $(DEMO)/pretrain
+	$(VENV)/bin/mmjax train --config experiments/demo_report.py --workdir $(DEMO)/report
 	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune
 	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/finetune_1pct $(ONE_PERCENT)
 	$(VENV)/bin/mmjax train --config $(FINETUNE) --workdir $(DEMO)/scratch_1pct $(ONE_PERCENT) \
 		--set init.from=
 	$(VENV)/bin/mmjax export --workdir $(DEMO)/pretrain --out $(DEMO)/export
-	$(VENV)/bin/mmjax report --workdir $(DEMO)/pretrain --workdir $(DEMO)/finetune \
+	$(VENV)/bin/mmjax report --workdir $(DEMO)/pretrain --workdir $(DEMO)/report \
+		--workdir $(DEMO)/finetune \
 		--workdir $(DEMO)/finetune_1pct --workdir $(DEMO)/scratch_1pct --out $(DEMO)/report.html
 
 $(DEMO_DATA)/manifest.json: | $(STAMP)
