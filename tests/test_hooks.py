@@ -52,6 +52,36 @@ def test_metrics_are_logged_on_their_schedule_and_at_the_last_step():
     assert loop.logged == log.rows[-1][1]
 
 
+def test_without_a_bar_each_logged_step_is_a_console_line(caplog):
+    """--no-progress and cluster logs: step, every loss term, lr, throughput, input wait,
+    MFU and the ETA, on the metrics' schedule; with a bar, no lines."""
+    metrics = {"loss/caption": np.float32(0.25), "loss/contrastive/image-report": np.float32(2.0),
+               "learning_rate": np.float32(3e-4)}
+    for lines in (True, False):
+        hook = hooks_lib.MetricsHook(4, FakeLog(), to_host=lambda x: x, step_flops=2e9,
+                                     peak_flops=1e12, lines=lines)
+        loop = _loop(num_steps=10)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="mmjax.train.hooks"):
+            for step in range(1, 11):
+                _after(hook, loop, step, **metrics)
+        logged = [r.getMessage() for r in caplog.records]
+        if not lines:
+            assert logged == []
+            continue
+        assert [line.split(":")[0] for line in logged] == ["step 4/10", "step 8/10",
+                                                           "step 10/10"]
+        first = logged[0]
+        for part in ("loss 1.5000 (caption 0.250, contrastive/image-report 2.000)",
+                     "lr 0.0003", "ex/s", "data wait ", "MFU ", "ETA 0m00s"):
+            assert part in first, (part, first)
+
+
+def test_durations_read_as_minutes_or_hours():
+    assert hooks_lib._duration(59.6) == "1m00s"
+    assert hooks_lib._duration(3 * 3600 + 61) == "3h01m"
+
+
 @dataclasses.dataclass
 class FakeCheckpointer:
     every: int

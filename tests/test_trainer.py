@@ -182,7 +182,9 @@ def test_a_freeze_pattern_matching_nothing_is_named(tmp_path, smoke_dataset):
         train(cfg, tmp_path, progress=False)
 
 
-def test_bfloat16_logs_tensorboard_mfu_and_keeps_periodic_checkpoints(tmp_path, smoke_dataset):
+def test_bfloat16_logs_tensorboard_mfu_and_keeps_periodic_checkpoints(tmp_path, smoke_dataset,
+                                                                       caplog):
+    caplog.set_level("INFO", logger="mmjax")
     cfg = tiny_config(smoke_dataset)
     cfg.model.dtype = "bfloat16"  # mixed precision: bf16 compute, f32 parameters
     cfg.train.num_steps, cfg.train.log_every = 12, 2
@@ -197,6 +199,12 @@ def test_bfloat16_logs_tensorboard_mfu_and_keeps_periodic_checkpoints(tmp_path, 
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert kept == [4, 8, 12], kept  # the newest, and every 4th step for good
+    # Without a progress bar: a line per startup stage, then one per logged step.
+    logged = [r.getMessage() for r in caplog.records]
+    for stage in ("data: ", "model: ", "compiling the train step", "train step compiled in"):
+        assert any(line.startswith(stage) for line in logged), (stage, logged)
+    steps = [line.split(":")[0] for line in logged if line.startswith("step ")]
+    assert steps == [f"step {s}/12" for s in range(2, 13, 2)], logged
 
 
 def test_fsdp_shards_parameters_and_optimizer_moments_alike(smoke_dataset):

@@ -117,14 +117,38 @@ class Preemption(Hook):
                         "rerun to resume", loop.stopped_by, loop.step, loop.saved)
 
 
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def log_line(step: int, num_steps: int, metrics: dict, step_time: float) -> str:
+    """One console line for a logged step: what the progress bar shows, and more, where
+    there is no bar (--no-progress, no terminal: cluster logs)."""
+    terms = ", ".join(f"{k.removeprefix('loss/')} {v:.3f}" for k, v in metrics.items()
+                      if k.startswith("loss/"))
+    line = f"step {step}/{num_steps}: loss {metrics['loss']:.4f}"
+    line += f" ({terms})" if terms else ""
+    line += (f", lr {metrics['learning_rate']:.3g}, {metrics['examples_per_sec']:.0f} ex/s, "
+             f"data wait {metrics['data_wait_fraction']:.1%}")
+    if "mfu" in metrics:
+        line += f", MFU {metrics['mfu']:.1%}"
+    if metrics.get("skipped_steps"):
+        line += f", {metrics['skipped_steps']} non-finite steps skipped"
+    return line + f", ETA {_duration((num_steps - step) * step_time)}"
+
+
 class MetricsHook(Hook):
     """Every `every` steps and at the last: the step's metrics with throughput, input
-    wait and MFU, to metrics.jsonl (host 0) and the progress bar."""
+    wait and MFU, to metrics.jsonl (host 0) and the progress bar, or as a log line
+    (`lines`) where there is no bar."""
 
     def __init__(self, every: int, metrics_log: MetricsLog | None, to_host, bar=None,
-                 step_flops: float | None = None, peak_flops: float | None = None):
+                 step_flops: float | None = None, peak_flops: float | None = None,
+                 lines: bool = False):
         self.every, self.metrics_log, self.to_host, self.bar = every, metrics_log, to_host, bar
-        self.step_flops, self.peak_flops = step_flops, peak_flops
+        self.step_flops, self.peak_flops, self.lines = step_flops, peak_flops, lines
 
     def after_step(self, loop: Loop) -> None:
         if loop.step % self.every and loop.step != loop.num_steps:
@@ -142,6 +166,8 @@ class MetricsHook(Hook):
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{metrics['loss']:.3f}",
                                  ex_per_s=f"{metrics['examples_per_sec']:.0f}")
+        if self.lines:
+            log.info("%s", log_line(loop.step, loop.num_steps, metrics, step_time))
 
 
 class CheckpointHook(Hook):

@@ -57,7 +57,8 @@ def _hooks(cfg, run: Run, evaluate, eval_runs, checkpointer, metrics_log, bar, f
     hooks = [
         hooks_lib.GuardHook(NonfiniteGuard(cfg.train.max_nonfinite_steps), run.strategy.host),
         hooks_lib.Preemption(cfg.train.log_every),
-        hooks_lib.MetricsHook(cfg.train.log_every, writer_log, run.strategy.host, bar, *flops),
+        hooks_lib.MetricsHook(cfg.train.log_every, writer_log, run.strategy.host, bar, *flops,
+                              lines=writer_log is not None and bar.disable),
         hooks_lib.CheckpointHook(checkpointer, metrics_log, run.strategy.host),
     ]
     if eval_runs:
@@ -137,8 +138,9 @@ def _train(cfg, workdir: Path, devices, progress: bool, stop_at, eval_runs, lock
                              workdir / "tensorboard" if cfg.train.tensorboard and is_writer
                              else None, resume_from=start if is_writer else None)
     evaluator = _evaluator(cfg, run, data, start, workdir, is_writer)
+    # No bar without a terminal (tqdm's None): log lines instead, readable in any log file.
     bar = tqdm(total=num_steps, initial=start, desc="train",
-               disable=not (progress and is_writer))
+               disable=None if progress and is_writer else True)
     hooks = _hooks(cfg, run, evaluator, eval_runs, checkpointer, metrics_log, bar,
                    (step_flops, peak))
     if lock is not None:

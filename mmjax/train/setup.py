@@ -75,6 +75,8 @@ def open_input(cfg: config_lib.Config) -> Input:
         jax.process_index(), jax.process_count(), cfg.data.train_fraction,
     )
     manifest = source.manifest
+    log.info("data: %s, %d %s examples (%s)", cfg.data.path, len(source), cfg.data.train_split,
+             ", ".join(cfg.data.modalities))
     prevalence = manifest.attributes.get("label_prevalence", {}).get(cfg.data.train_split)
     return Input(tokenizer, transform, batches, tuple(manifest.label_names),
                  None if prevalence is None else np.asarray(prevalence, np.float32))
@@ -130,5 +132,8 @@ def build(cfg: config_lib.Config, definition: model_build.ModelDef, example_batc
     state = jax.jit(lambda p, s: state_lib.create(p, tx, cfg.train.seed, s),
                     out_shardings=state_shardings)(params, batch_stats)
     strategy = _strategy(cfg, mesh, state_shardings, devices)
+    log.info("model: %s parameters on %d devices (mesh %s)",
+             f"{sum(x.size for x in jax.tree.leaves(params)):,}", mesh.size,
+             dict(mesh.shape))
     return Run(mesh, definition, schedule, strategy.place(state), parameters.shardings,
                strategy, StepBuilder(definition, tx, schedule))

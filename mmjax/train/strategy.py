@@ -36,6 +36,7 @@ class MeshStrategy:
     def compile(self, builder: StepBuilder, state, example_batch):
         """The AOT-compiled step (step timings exclude compilation) and its FLOPs per
         device (None when XLA does not say)."""
+        log.info("compiling the train step")
         start = time.perf_counter()
         with rules.sharding_context(self.mesh):
             step = builder.mesh_step(self.mesh, self.state_shardings, self.accumulation_steps)
