@@ -132,8 +132,7 @@ def build(cfg: config_lib.Config, definition: model_build.ModelDef, example_batc
     state = jax.jit(lambda p, s: state_lib.create(p, tx, cfg.train.seed, s),
                     out_shardings=state_shardings)(params, batch_stats)
     strategy = _strategy(cfg, mesh, state_shardings, devices)
-    log.info("model: %s parameters on %d devices (mesh %s)",
-             f"{sum(x.size for x in jax.tree.leaves(params)):,}", mesh.size,
+    log.info("model: %s parameters, mesh %s", f"{sum(x.size for x in jax.tree.leaves(params)):,}",
              dict(mesh.shape))
     return Run(mesh, definition, schedule, strategy.place(state), parameters.shardings,
                strategy, StepBuilder(definition, tx, schedule))
