@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mmjax.config import ConfigError
+from mmjax.data.formats import SOURCE_FORMATS
 from mmjax.data.shards import DatasetError
 from mmjax.train.failures import CheckpointWriteError, TrainingDiverged
 
@@ -171,10 +172,10 @@ def _add_data_commands(commands) -> None:
 
     ingest = data_commands.add_parser("ingest", help="raw files -> a sharded dataset")
     ingest.add_argument("--src", required=True,
-                        help="a CSV/JSONL manifest, or a folder of DICOM, video or ECG files")
+                        help="a CSV/JSONL manifest, or a folder of DICOM, video, ECG or "
+                        "audio files")
     ingest.add_argument("--out", required=True, help="dataset folder to create")
-    ingest.add_argument("--format", default="auto",
-                        choices=("auto", "manifest", "dicom", "video", "ecg"))
+    ingest.add_argument("--format", default="auto", choices=SOURCE_FORMATS)
     ingest.add_argument("--image-size", type=int, default=64)
     ingest.add_argument("--channels", type=int, default=1, choices=(1, 3))
     ingest.add_argument("--frames", type=int, default=16)

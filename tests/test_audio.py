@@ -16,8 +16,10 @@ from conftest import write_av
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mmjax.cli import main
 from mmjax.data.formats import FormatError
 from mmjax.data.formats.audio import AudioItem, fit_length, read_audio
+from mmjax.data.pipeline import open_source
 from mmjax.nn import melspec
 
 
@@ -208,3 +210,18 @@ def test_normalize_masks_padding_and_has_finite_gradients():
     assert not np.asarray(normalized[1, 6:]).any()
     assert np.abs(normalized[2]).max() < 0.01  # silence: its mean's rounding, over the floor
     assert np.isfinite(gradient).all() and np.abs(gradient[0]).max() > 0
+
+
+def test_mmjax_data_ingest_format_audio_reads_a_folder_of_recordings(tmp_path, capsys):
+    """The README's `--format audio`: argparse once refused it."""
+    src = tmp_path / "sounds"
+    src.mkdir()
+    for i, hz in enumerate((200.0, 300.0, 400.0)):
+        _write_wav(src / f"s{i}.wav", [_tone(hz, 4000, 0.5)], 4000)
+    out = tmp_path / "ds"
+    assert main(["data", "ingest", "--src", str(src), "--out", str(out), "--format", "audio",
+                 "--audio-rate", "2000", "--audio-seconds", "1", "--eval-fraction", "0"]) == 0
+    source = open_source(str(out), "train")
+    records = [source[i] for i in range(len(source))]
+    assert len(records) == 3
+    assert all(r["audio"].shape == (2000,) and r["audio_length"] == 1000 for r in records)

@@ -24,12 +24,20 @@ from tqdm import tqdm  # disable=None: a progress bar on a terminal only, not in
 from mmjax.config import ConfigError
 from mmjax.data import schema, shards
 from mmjax.data import tokenizer as tokenizer_lib
-from mmjax.data.formats import FormatError, audio, convert, dicom, ecg, tabular, video
+from mmjax.data.formats import (
+    SOURCE_FORMATS,
+    FormatError,
+    audio,
+    convert,
+    dicom,
+    ecg,
+    tabular,
+    video,
+)
 
 log = logging.getLogger(__name__)
 
 REPORT = "ingest_report.json"
-FORMATS = ("auto", "manifest", "dicom", "video", "ecg", "audio")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 ECG_SUFFIXES = (".hea", ".npy", ".csv")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
@@ -289,8 +297,8 @@ def held_out(patient_id: str, eval_fraction: float) -> bool:
 
 def _read_source(src: Path, source_format: str, shapes: Shapes, tally: Tally) -> list[dict]:
     """Every record of `src`, a manifest or a folder; `tally` counts its files and errors."""
-    if source_format not in FORMATS:
-        raise ConfigError(f"--format '{source_format}' is unknown; choose from {FORMATS}")
+    if source_format not in SOURCE_FORMATS:
+        raise ConfigError(f"--format '{source_format}' is unknown; choose from {SOURCE_FORMATS}")
     if not src.exists():
         raise FileNotFoundError(f"source not found: {src}")
     is_manifest = src.is_file() and src.suffix.lower() in tabular.MANIFEST_SUFFIXES

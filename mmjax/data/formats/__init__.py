@@ -8,6 +8,10 @@ on corrupt bytes; readers wrap those at the call that parses, and nothing else.
 
 import os
 
+# What `mmjax data ingest --format` reads: auto-detected, a CSV/JSONL manifest, or a folder
+# of one kind of file. Defined here, without the readers' imports, for the command line.
+SOURCE_FORMATS = ("auto", "manifest", "dicom", "video", "ecg", "audio")
+
 
 class FormatError(ValueError):
     """Bad or unreadable input; str(e) names the file and the reason."""
