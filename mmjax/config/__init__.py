@@ -27,6 +27,8 @@ from mmjax.config.evaluation import (
     parse_name,
 )
 from mmjax.config.io import (
+    PATH_KEYS,
+    absolute_paths,
     apply,
     differences,
     from_dict,
@@ -72,12 +74,12 @@ from mmjax.config.sections import (
 from mmjax.errors import ConfigError
 
 __all__ = [
-    "KINDS", "PATCH_ENCODERS", "SIZES", "AucSection", "AudioConfig", "CNNConfig", "Config",
-    "ConfigError", "DataConfig", "DecoderConfig", "DiagnosisEval", "EvalConfig",
+    "KINDS", "PATCH_ENCODERS", "PATH_KEYS", "SIZES", "AucSection", "AudioConfig", "CNNConfig",
+    "Config", "ConfigError", "DataConfig", "DecoderConfig", "DiagnosisEval", "EvalConfig",
     "EvaluatorSection", "FusionConfig", "GenerationEval", "InitConfig", "ModelConfig",
     "ObjectivesConfig", "OptimConfig", "ParallelConfig", "ProbeEval", "ReconstructionEval",
     "RetrievalEval", "Section", "SignalCNNConfig", "SignalConfig", "TextConfig", "TrainConfig",
-    "TransformerSize", "VideoConfig", "ViTConfig", "ZeroshotEval", "apply",
+    "TransformerSize", "VideoConfig", "ViTConfig", "ZeroshotEval", "absolute_paths", "apply",
     "check_evaluators", "differences", "encoder_kind", "from_dict", "has_patches",
     "initial_temperature", "leaf_keys", "load", "override", "parse_name", "read", "save",
     "sized", "to_dict", "uses_batch_norm", "validate", "video_pools",

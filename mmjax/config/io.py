@@ -3,6 +3,7 @@ every value checked against its field's annotation."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -67,6 +68,24 @@ def _parent_of(cfg: Any, key: str) -> Any:
     if key not in valid:
         raise unknown_key_error(key, valid)
     return get(cfg, key.rpartition(".")[0]) if "." in key else cfg
+
+
+# Fields naming local files or folders; a run stores them absolute, so that its
+# config.json means the same from any directory (eval, export, a resume from elsewhere).
+PATH_KEYS = ("data.path", "data.tokenizer", "init.from", "init.text_from",
+             "eval.zeroshot.prompts")
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """A copy of `cfg` with each relative local path of PATH_KEYS made absolute against the
+    working directory; empty values and bucket URLs stay as they are."""
+    out = copy.deepcopy(cfg)
+    for key in PATH_KEYS:
+        value = get(out, key)
+        if value and not storage.is_bucket(value):
+            setattr(_parent_of(out, key), attribute_of(key.rsplit(".", 1)[-1]),
+                    str(storage.absolute(value)))
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -98,6 +98,7 @@ def train(cfg: config_lib.Config, workdir: str | Path, devices=None, progress: b
     checkpointed step, and the state.
     """
     config_lib.validate(cfg)
+    cfg = config_lib.absolute_paths(cfg)
     workdir = storage.path(workdir, "--workdir")
     storage.path(cfg.data.path, "data.path")
     eval_runs = registry.resolve(cfg) if evaluate else []

@@ -46,13 +46,14 @@ def _difference(before: dict, now: dict) -> str | None:
     return None
 
 
-def check_and_pin(workdir, data_cfg, tokenizer, is_writer: bool) -> None:
+def check_and_pin(workdir, data_cfg, tokenizer, is_writer: bool, keep: bool = True) -> None:
     """On the first run, copies the tokenizer into the workdir and records the pins; on a
-    resume, refuses a dataset or tokenizer that differs from them (ConfigError)."""
+    resume, refuses a dataset or tokenizer that differs from them (ConfigError). `keep`
+    False: nothing was trained on the old pins, so they are replaced."""
     workdir = storage.path(workdir)
     now = pins(data_cfg, tokenizer)
     path = workdir / PINS_FILE
-    if path.exists():
+    if path.exists() and keep:
         before = json.loads(path.read_text())
         if problem := _difference(before, now):
             raise config_lib.ConfigError(

@@ -29,15 +29,26 @@ FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "d
                "objectives.weighting", "parallel.strategy")
 
 
+def _has_checkpoint(workdir: Path) -> bool:
+    """Whether a step was ever saved (an interrupted first save leaves only a tmp folder)."""
+    directory = workdir / "checkpoints"
+    return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def prepare_workdir(cfg: config_lib.Config, workdir: Path, tokenizer) -> None:
     """Creates the workdir, refuses to resume under a different model or data config or
     on a dataset other than the one it pinned (`tokenizer`: the input's), and records the
-    resolved config."""
+    resolved config. A workdir with no checkpoint yet (a first run that failed or was
+    stopped before its first save) has nothing to protect: it starts again as given."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     is_writer = jax.process_index() == 0  # the workdir is shared by every process of a job
-    if path.exists():
-        before = config_lib.read(path)
+    trained = _has_checkpoint(workdir)
+    if path.exists() and not trained:
+        log.info("%s has no checkpoint yet: starting it again with this config", workdir)
+    elif path.exists():
+        # Paths a config.json of an older version kept relative mean the working directory's.
+        before = config_lib.absolute_paths(config_lib.read(path))
         differences = config_lib.differences(before, cfg)
         changed = [key for key in differences if key.startswith(FROZEN_KEYS)]
         if changed:
@@ -47,7 +58,7 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path, tokenizer) -> None:
         for key in differences:  # config.json keeps only the newest: say what it was
             log.warning("resuming %s with %s = %r (was %r)", workdir, key,
                         get(cfg, key), get(before, key))
-    pins.check_and_pin(workdir, cfg.data, tokenizer, is_writer)
+    pins.check_and_pin(workdir, cfg.data, tokenizer, is_writer, keep=trained)
     if is_writer:
         config_lib.save(cfg, path)
 

@@ -1,5 +1,6 @@
 """One run per workdir, and what a resume changes is said, not silently overwritten."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from mmjax.data.write_synthmed import write_synthmed
 from mmjax.train import pins
 from mmjax.train.lock import LOCK_FILE, STALE_SECONDS, WorkdirLock, WorkdirLocked
 from mmjax.train.loop import train
+from mmjax.train.setup import open_input, prepare_workdir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -123,3 +125,45 @@ def test_a_workdir_pins_its_tokenizer_and_shards(tmp_path):
     with pytest.raises(ConfigError, match="another dataset .*shards of split 'eval' differ"):
         train(cfg, workdir, progress=False, evaluate=False)
     assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 2
+
+
+def test_a_trained_workdir_refuses_another_model_but_an_aborted_first_run_does_not(
+        tmp_path, smoke_dataset, caplog):
+    """The model and data keys are fixed by the first checkpoint, not by the first attempt:
+    a run stopped before saving (a typo, a crash while compiling) leaves a config.json that
+    must not refuse the corrected command."""
+    cfg = tiny_config(smoke_dataset)
+    cfg.train.num_steps = 2
+    aborted, other = tmp_path / "aborted", dataclasses.replace(cfg.model, embed_dim=24)
+    prepare_workdir(cfg, aborted, open_input(cfg).tokenizer)  # what the failed run left
+    fixed = dataclasses.replace(cfg, model=other)
+    with caplog.at_level(logging.INFO):
+        train(fixed, aborted, progress=False, evaluate=False)
+    assert "has no checkpoint yet" in caplog.text
+    assert json.loads((aborted / "config.json").read_text())["model"]["embed_dim"] == 24
+
+    with pytest.raises(ConfigError, match=r"different config for model.embed_dim; use a new "):
+        train(dataclasses.replace(fixed, model=cfg.model), aborted, progress=False,
+              evaluate=False)
+
+
+def test_paths_are_stored_absolute_so_any_directory_evaluates(tmp_path, smoke_dataset,
+                                                              monkeypatch):
+    """A relative data.path is resolved when the run starts: `mmjax eval` from another
+    directory reads the same dataset; an older config.json's relative path still resumes."""
+    monkeypatch.chdir(smoke_dataset.parent)
+    cfg = tiny_config(smoke_dataset.name)
+    cfg.train.num_steps = 2
+    workdir = tmp_path / "run"
+    train(cfg, workdir, progress=False, evaluate=False)
+    stored = json.loads((workdir / "config.json").read_text())
+    assert stored["data"]["path"] == str(smoke_dataset.resolve())
+
+    monkeypatch.chdir(tmp_path)
+    assert trained.load(workdir).cfg.data.path == str(smoke_dataset.resolve())
+
+    stored["data"]["path"] = smoke_dataset.name  # as versions before 0.2 wrote it
+    (workdir / "config.json").write_text(json.dumps(stored))
+    monkeypatch.chdir(smoke_dataset.parent)
+    cfg.train.num_steps = 3
+    assert train(cfg, workdir, progress=False, evaluate=False)["step"] == 3
