@@ -93,6 +93,51 @@ def test_mr_window_from_file_and_monochrome1_inverted(tmp_path):
     np.testing.assert_allclose(inverted.display01(), 1.0 - item.display01())
 
 
+def _mr_with(tmp_path, name: str, **elements) -> tuple[Path, np.ndarray]:
+    """MR_small (window 600/1600, no rescale) with VOI elements set; its modality values."""
+    ds = pydicom.dcmread(_dicom("MR_small.dcm"))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.save_as(tmp_path / name)
+    return tmp_path / name, ds.pixel_array.astype(np.float64)
+
+
+def test_sigmoid_and_linear_exact_windows_follow_the_standard(tmp_path):
+    """PS3.3 C.11.2.1.3: VOILUTFunction SIGMOID is 1 / (1 + exp(-4 (x - c) / w)); LINEAR_EXACT
+    is (x - c) / w + 0.5 clipped, without LINEAR's half-unit offsets."""
+    path, x = _mr_with(tmp_path, "sigmoid.dcm", VOILUTFunction="SIGMOID")
+    np.testing.assert_allclose(read_dicom(path).display01(),
+                               1 / (1 + np.exp(-4 * (x - 600) / 1600)), atol=1e-6)
+    path, x = _mr_with(tmp_path, "exact.dcm", VOILUTFunction="LINEAR_EXACT", WindowWidth=7)
+    np.testing.assert_allclose(read_dicom(path).display01(),
+                               np.clip((x - 600) / 7 + 0.5, 0, 1), atol=1e-6)
+    assert read_dicom(path).display01().std() > 0.2  # a steep window: mostly 0 or 1
+
+
+def test_a_voi_lut_sequence_maps_values_through_its_table(tmp_path):
+    """A non-linear 16-bit VOI LUT from first_mapped 200: below it the first entry, above
+    the table the last; MONOCHROME1 inverted after the LUT."""
+    first, entries = 200, 1024
+    table = np.round(65535 * (np.arange(entries) / (entries - 1)) ** 2).astype(np.uint16)
+    lut = Dataset()
+    lut.LUTDescriptor = [entries, first, 16]
+    lut.LUTData = table.astype("<u2").tobytes()  # OW, as scanners write it
+    path, x = _mr_with(tmp_path, "lut.dcm", VOILUTSequence=[lut])
+    expected = table[np.clip(x - first, 0, entries - 1).astype(int)] / 65535
+    item = read_dicom(path)
+    assert item.voi is not None and 0 < (x < first).mean() and 0 < (x > first + entries).mean()
+    np.testing.assert_allclose(item.display01(), expected, atol=1e-6)
+    path, _ = _mr_with(tmp_path, "lut1.dcm", VOILUTSequence=[lut],
+                       PhotometricInterpretation="MONOCHROME1")
+    np.testing.assert_allclose(read_dicom(path).display01(), 1 - expected, atol=1e-6)
+
+
+def test_an_unknown_voi_function_is_refused_naming_the_file(tmp_path):
+    path, _ = _mr_with(tmp_path, "gamma.dcm", VOILUTFunction="GAMMA")
+    with pytest.raises(FormatError, match=r"gamma.dcm: VOI LUT that cannot be applied .*GAMMA"):
+        read_dicom(path)
+
+
 def test_ybr_multiframe_ultrasound_is_rgb_video():
     path = _dicom("examples_ybr_color.dcm")
     ds = pydicom.dcmread(path)

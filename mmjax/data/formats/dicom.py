@@ -20,7 +20,13 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, as_pixel_options, get_decoder
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    as_pixel_options,
+    get_decoder,
+)
 from pydicom.pixels.decoders.base import DecodeRunner
 
 from mmjax.data.formats import FormatError, convert, existing_file
@@ -31,6 +37,11 @@ MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # their own colour transform (ICT, RCT).
 RGB_PHOTOMETRICS = ("RGB", "YBR_ICT", "YBR_RCT")
 WINDOW_PERCENTILES = (0.5, 99.5)  # display range when the file gives no window
+# What pydicom's VOI functions read: the VOI LUT module, and the stored range and rescale
+# that set a window's output range.
+VOI_KEYWORDS = ("PhotometricInterpretation", "BitsStored", "PixelRepresentation",
+                "ModalityLUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction",
+                "VOILUTSequence")
 SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 # Observation and acquisition context is who/when/how (and may name people), not findings.
 SR_SKIPPED_RELATIONSHIPS = ("HAS OBS CONTEXT", "HAS ACQ CONTEXT")
@@ -58,6 +69,9 @@ class DicomItem:
     window_center: float | None = None
     window_width: float | None = None
     photometric: str | None = None  # after decoding: MONOCHROME1, MONOCHROME2 or RGB
+    # A VOI LUT or a SIGMOID / LINEAR_EXACT window, which pydicom applies for display01;
+    # None: the linear window above
+    voi: pydicom.Dataset | None = None
     frames: np.ndarray | None = None  # video: uint8 [T, H, W, C], windowed for display
     fps: float | None = None
     signal: np.ndarray | None = None  # signal: float32 [N, L] millivolts
@@ -69,7 +83,7 @@ class DicomItem:
         """The image windowed to [0, 1], bright meaning dense (MONOCHROME1 inverted)."""
         return _by_blocks(
             lambda block: _display01(block, self.window_center, self.window_width,
-                                     self.photometric),
+                                     self.photometric, self.voi),
             self.pixels, np.empty(self.pixels.shape, np.float32),
         )
 
@@ -221,8 +235,10 @@ def _pixel_item(ds: pydicom.Dataset, path: str, frames: int | None) -> DicomItem
             pixels[k] = colours
         else:
             pixels[k] = array
+    voi = None
     if grey:
         center, width = _window(ds, pixels, path)
+        voi = _voi(ds, path)
     else:
         top = np.iinfo(colours.dtype).max if palette else 2**ds.BitsStored - 1
         photometric, (center, width) = "RGB", convert.window_spanning(0, top)
@@ -233,11 +249,13 @@ def _pixel_item(ds: pydicom.Dataset, path: str, frames: int | None) -> DicomItem
             window_center=center,
             window_width=width,
             photometric=photometric,
+            voi=voi,
         )
     video = np.empty(pixels.shape, np.uint8)
     for frame, out in zip(pixels, video, strict=True):
-        _by_blocks(lambda block: np.round(_display01(block, center, width, photometric) * 255),
-                   frame, out)
+        _by_blocks(
+            lambda block: np.round(_display01(block, center, width, photometric, voi) * 255),
+            frame, out)
     return DicomItem(
         "video", frames=video if video.ndim == 4 else video[..., None], fps=_fps(ds, path)
     )
@@ -283,8 +301,53 @@ def _window(ds: pydicom.Dataset, pixels: np.ndarray, path: str) -> tuple[float, 
     return convert.window_spanning(*np.percentile(pixels, WINDOW_PERCENTILES))
 
 
-def _display01(pixels: np.ndarray, center: float, width: float, photometric: str) -> np.ndarray:
-    display = convert.window(pixels, center, width)
+def _voi(ds: pydicom.Dataset, path: str) -> pydicom.Dataset | None:
+    """The VOI elements for pydicom when a linear window cannot say what the file asks
+    (a VOI LUT Sequence, or a window with VOILUTFunction SIGMOID or LINEAR_EXACT), else None.
+    The rescale goes in as `_number` reads it (functional groups too): it shifts a window's
+    output range. A function pydicom does not know, or a LUT it cannot apply, is refused."""
+    function = str(_functional(ds, "VOILUTFunction") or "LINEAR").upper()
+    has_window = _number(ds, "WindowWidth", path) is not None
+    if "VOILUTSequence" not in ds and (function == "LINEAR" or not has_window):
+        return None
+    voi = pydicom.Dataset()
+    # A LUT's OW data is read in the file's byte order.
+    if "TransferSyntaxUID" in ds.get("file_meta", ()):
+        voi.file_meta = ds.file_meta
+    else:
+        voi.set_original_encoding(*ds.original_encoding)
+    for keyword in VOI_KEYWORDS:
+        value = _functional(ds, keyword)
+        if value is not None:
+            setattr(voi, keyword, value)
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        number = _number(ds, keyword, path)
+        if number is not None:
+            setattr(voi, keyword, number)
+    try:
+        _voi01(np.zeros(1), voi)
+    except (ValueError, KeyError, AttributeError, IndexError, TypeError) as e:
+        raise FormatError.caused_by(path, "VOI LUT that cannot be applied", e) from e
+    return voi
+
+
+def _voi01(pixels: np.ndarray, voi: pydicom.Dataset) -> np.ndarray:
+    """pydicom's VOI LUT or else window (pydicom's preference), rescaled from its
+    output range to [0, 1]: a LUT's range is its bit depth, a window's the extreme outputs
+    (the stored range, rescaled), which it gives for -inf and +inf."""
+    if "VOILUTSequence" in voi:  # a table indexed by integer values
+        display = apply_voi_lut(np.rint(pixels).astype(np.int64), voi, index=0)
+        low, high = 0.0, 2.0 ** int(voi.VOILUTSequence[0].LUTDescriptor[2]) - 1
+    else:
+        display = apply_voi_lut(pixels, voi, index=0)
+        with np.errstate(over="ignore"):
+            low, high = apply_voi_lut(np.array([-np.inf, np.inf]), voi, index=0)
+    return np.clip((display.astype(np.float64) - low) / (high - low), 0.0, 1.0)
+
+
+def _display01(pixels: np.ndarray, center: float, width: float, photometric: str,
+               voi: pydicom.Dataset | None = None) -> np.ndarray:
+    display = convert.window(pixels, center, width) if voi is None else _voi01(pixels, voi)
     return 1.0 - display if photometric == "MONOCHROME1" else display
 
 
