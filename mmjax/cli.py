@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from mmjax import __version__
 from mmjax.config import ConfigError
 from mmjax.data.formats import SOURCE_FORMATS
 from mmjax.data.shards import DatasetError
@@ -332,6 +333,7 @@ def _add_plan_command(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mmjax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(commands)
     _add_train_command(commands)

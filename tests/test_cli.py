@@ -1,13 +1,27 @@
 """The `mmjax` command, run as a user runs it."""
 
+import importlib.metadata
 import json
 import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, SMOKE_CONFIG, SMOKE_EVAL
 
+import mmjax
 from mmjax.cli import main
+
+
+def test_version_is_the_packages(capsys):
+    """`mmjax --version` and `mmjax.__version__` say the version pip installed."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mmjax {mmjax.__version__}"
+    assert importlib.metadata.version("mmjax") == mmjax.__version__
+    assert (REPO / "mmjax" / "py.typed").is_file()
+    assert f"## {mmjax.__version__}" in (REPO / "CHANGELOG.md").read_text()
 
 
 def _short_run(dataset):

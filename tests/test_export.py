@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import initialised_workdir, tiny_config, tree_digest
 
+import mmjax
 from mmjax import config as config_lib
 from mmjax import export as export_lib
 from mmjax import trained
@@ -125,6 +126,7 @@ def test_export_json_describes_the_functions(exported):
     out, _ = exported
     info = json.loads((out / "export.json").read_text())
     assert info["step"] == 1 and info["embed_dim"] == 32 and info["max_text_len"] == 96
+    assert info["mmjax_version"] == mmjax.__version__
     assert list(info["modalities"]) == list(MODALITIES)
     assert info["modalities"]["image"]["inputs"] == [
         {"name": "image", "shape": ["batch", 32, 32, 1], "dtype": "float32"}]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+import mmjax
 from mmjax import config as config_lib
 from mmjax import storage
 from mmjax.data.schema import ECG_LEADS
@@ -114,6 +115,7 @@ def _write(ctx, workdir: Path, out: Path) -> None:
         "version": VERSION,
         "name": cfg.name,
         "step": ctx.step,
+        "mmjax_version": mmjax.__version__,
         "jax_version": jax.__version__,
         "platforms": list(PLATFORMS),
         "embed_dim": cfg.model.embed_dim,
