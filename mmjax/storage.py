@@ -6,12 +6,16 @@ handled by the one writer that needs it (`AppendLog`). gs:// needs `pip install
 mmjax[gcs]` (gcsfs); s3:// needs s3fs. Local paths stay pathlib.Path, as before.
 """
 
+from __future__ import annotations
+
 import time
 from pathlib import Path
-
-from etils import epath
+from typing import TYPE_CHECKING
 
 from mmjax.errors import ConfigError
+
+if TYPE_CHECKING:
+    from etils import epath
 
 BUCKET_SCHEMES = ("gs://", "s3://")
 
@@ -21,6 +25,8 @@ def path(location: str | Path, what: str = "path") -> Path | epath.Path:
     gs:/b/x); other URLs are refused by name."""
     text = str(location)
     if text.startswith(BUCKET_SCHEMES):
+        from etils import epath  # only for buckets: the export loader has no etils
+
         return epath.Path(text)
     if "://" in text:
         raise ConfigError(f"{what} {text}: only local paths, gs:// and s3:// are supported")

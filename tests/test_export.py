@@ -29,8 +29,20 @@ TEXTS = ["no acute cardiopulmonary abnormality.",
          "moderate cardiomegaly and a small left pleural effusion. " * 30]  # cut at 96 tokens
 
 # Run in a fresh interpreter: embeds the saved inputs with the export alone.
+# Everything the loader must not need (the README's loader install has none of it): an
+# import of any of them fails in the script, as in an environment without them.
+NOT_THE_LOADERS = ("etils", "flax", "orbax", "optax", "grain", "tensorflow",
+                   "tensorflow_datasets", "sentencepiece", "google.protobuf", "matplotlib",
+                   "pydicom", "av", "mmjax.config", "mmjax.nn", "mmjax.train", "mmjax.eval")
 LOAD_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import importlib.abc, json, sys
+
+    class Absent(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == m or name.startswith(m + ".") for m in json.loads(sys.argv[6])):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+
+    sys.meta_path.insert(0, Absent())
     import numpy as np
     from mmjax.export import load
 
@@ -43,9 +55,6 @@ LOAD_SCRIPT = textwrap.dedent("""
             out[f"{modality}.{size}"] = model.embed(modality, *(x[:size] for x in xs))
     out["image"] = model.embed_image(inputs["image.0"])
     out["texts"] = model.embed_text(json.loads(sys.argv[5]))
-    model_code = [m for m in sys.modules if m.split(".")[0] == "flax"
-                  or m.startswith(("mmjax.nn", "mmjax.train", "mmjax.eval"))]
-    assert "flax" not in sys.modules and not model_code, model_code
     np.savez(sys.argv[3], **out)
 """)
 
@@ -113,7 +122,8 @@ def test_reloaded_without_model_code_embeds_like_the_model(exported, workdir, tm
     np.savez(tmp_path / "inputs.npz", **inputs)
     result = tmp_path / "embeddings.npz"
     subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(out), str(tmp_path / "inputs.npz"),
-                    str(result), json.dumps(BATCH_SIZES), json.dumps(TEXTS)],
+                    str(result), json.dumps(BATCH_SIZES), json.dumps(TEXTS),
+                    json.dumps(NOT_THE_LOADERS)],
                    check=True, timeout=120)
     got = np.load(result)
     assert set(got) == set(expected)
@@ -186,3 +196,43 @@ def test_only_an_empty_folder_or_a_previous_export_is_written(exported, workdir,
     with pytest.raises(config_lib.ConfigError, match=r"also \['notes.txt'\]"):
         export_lib.export(workdir, previous)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def _standardised_images(model, count: int, seed: int = 0) -> np.ndarray:
+    shape = model.info["modalities"]["image"]["inputs"][0]["shape"][1:]
+    x = np.random.default_rng(seed).random((count, *shape)).astype(np.float32)
+    axes = tuple(range(1, x.ndim))
+    return (x - x.mean(axes, keepdims=True)) / x.std(axes, keepdims=True)
+
+
+def test_batches_are_padded_so_new_sizes_do_not_recompile(exported):
+    """Sizes 3 and 4 run at 4: one compilation, and the padding changes no embedding."""
+    out, _ = exported
+    model = mmjax.export.load(out)
+    images = _standardised_images(model, 5)
+    four, three = model.embed_image(images[:4]), model.embed_image(images[:3])
+    assert three.shape == (3, model.embed_dim)
+    np.testing.assert_allclose(three, four[:3], atol=1e-6)
+    assert model._functions["image"][0]._cache_size() == 1
+    assert model.embed_image(images).shape == (5, model.embed_dim)  # runs at 8
+    assert model._functions["image"][0]._cache_size() == 2
+    assert [mmjax.export.reader.padded_size(n) for n in (1, 2, 3, 8, 9)] == [1, 2, 4, 8, 16]
+
+
+def test_unprepared_inputs_are_refused_not_embedded(exported):
+    """Raw uint8 pixels, [0, 255] floats, NaN and an empty batch: each an error saying what
+    export.json's preprocessing asks, never a silent embedding."""
+    out, _ = exported
+    model = mmjax.export.load(out)
+    images = _standardised_images(model, 2)
+    raw = np.round((images - images.min()) / np.ptp(images) * 255)
+    with pytest.raises(ValueError, match=r"image input 'image' must be prepared floats .*uint8"):
+        model.embed_image(raw.astype(np.uint8))
+    with pytest.raises(ValueError, match=r"example 0 has mean 1\d\d.* not 0 and 1"):
+        model.embed_image(raw)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.embed_image(np.where(images > 1, np.nan, images))
+    with pytest.raises(ValueError, match="empty batch"):
+        model.embed_image(images[:0])
+    constant = np.zeros_like(images)  # a blank image standardises to zeros: accepted
+    assert np.isfinite(model.embed_image(constant)).all()

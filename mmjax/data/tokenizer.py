@@ -17,7 +17,6 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from mmjax import storage
-from mmjax.data import spm
 from mmjax.errors import ConfigError
 
 DATASET_FILE = "tokenizer.json"  # the tokenizer kept next to a dataset's shards
@@ -88,6 +87,8 @@ def load(path: str | Path, lower_case: bool = True) -> Tokenizer:
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path}")
     if path.suffix == ".model":
+        from mmjax.data import spm  # SentencePiece's protobuf: not the export loader's
+
         return spm.siglip_tokenizer(path, lower_case)
     try:
         text = path.read_bytes().decode("utf-8")

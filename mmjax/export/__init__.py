@@ -12,6 +12,15 @@ so texts are cut and padded exactly as in training.
 """
 
 from mmjax.export.reader import ExportedModel, load
-from mmjax.export.writer import export
 
 __all__ = ["ExportedModel", "export", "load"]
+
+
+def __getattr__(name: str):
+    """`export` imports the training side (config, model, checkpoints) only when used, so
+    `from mmjax.export import load` stays within the loader's few dependencies."""
+    if name == "export":
+        from mmjax.export.writer import export
+
+        return export
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

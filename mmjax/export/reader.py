@@ -12,9 +12,20 @@ import safetensors.numpy
 from mmjax.data import tokenizer as tokenizer_lib
 from mmjax.export.layout import EXPORT_JSON, FORMAT, TOKENIZER, VERSION, inside, sha256
 
+# How far a standardised image's mean and std may stray from 0 and 1 (float rounding,
+# a resize after standardising) before it is refused as unprepared.
+STANDARDISED_TOLERANCE = 0.05
+
+
+def padded_size(size: int) -> int:
+    """The batch a call of `size` examples runs at: the next power of two, so any number
+    of batch sizes compiles each function only log2-many times."""
+    return 1 << max(size - 1, 0).bit_length()
+
 
 class ExportedModel:
-    """The embedding functions of an export, each jitted once per batch size."""
+    """The embedding functions of an export; a batch is padded to `padded_size`, so each
+    is jitted once per power of two, not once per batch size."""
 
     def __init__(self, info: dict, functions: dict, params: dict, tokenizer):
         self.info = info  # export.json
@@ -51,9 +62,16 @@ class ExportedModel:
         if len({x.shape[0] for x in arrays}) > 1:
             raise ValueError(f"{modality} inputs differ in batch size: "
                              f"{[x.shape[0] for x in arrays]}")
-        arrays = [x.astype(spec["dtype"], copy=False) for x, spec in zip(arrays, specs,
-                                                                         strict=True)]
-        return np.asarray(function(self._params[modality], *arrays))
+        for x, spec in zip(arrays, specs, strict=True):
+            _check_values(modality, spec, x)
+        if self.info["modalities"][modality].get("standardisation") == "per_example":
+            _check_standardised(arrays[0], specs[0]["name"])
+        size = arrays[0].shape[0]
+        # Padding repeats the last example (a valid input), then is cut off again.
+        arrays = [np.pad(x.astype(spec["dtype"], copy=False),
+                         [(0, padded_size(size) - size)] + [(0, 0)] * (x.ndim - 1), mode="edge")
+                  for x, spec in zip(arrays, specs, strict=True)]
+        return np.asarray(function(self._params[modality], *arrays))[:size]
 
     def embed_image(self, images) -> np.ndarray:
         """Embeddings of standardised images [batch, H, W, C] (see export.json)."""
@@ -66,6 +84,35 @@ class ExportedModel:
                              f"{', '.join(self.modalities)}")
         encoded = tokenizer_lib.encode(self._tokenizer, list(texts), self.info["max_text_len"])
         return self.embed("report", encoded.ids, encoded.mask)
+
+
+def _check_values(modality: str, spec: dict, x: np.ndarray) -> None:
+    """Refuses what would embed as garbage without an error: an empty batch, integer
+    arrays (raw uint8 or uint16 pixels) where floats are expected, NaN or Inf."""
+    where = f"{modality} input '{spec['name']}'"
+    if x.shape[0] == 0:
+        raise ValueError(f"{where} is an empty batch")
+    if not np.issubdtype(np.dtype(spec["dtype"]), np.floating):
+        return
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{where} must be prepared floats ({spec['dtype']}), got {x.dtype} "
+                         "(raw values?): prepare it as export.json's 'preprocessing' says")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where} holds NaN or Inf")
+
+
+def _check_standardised(images: np.ndarray, name: str) -> None:
+    """Each non-constant image at zero mean and unit variance, as the export's per-image
+    standardisation leaves it (constant images standardise to zeros)."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    mean, std = flat.mean(1), flat.std(1)
+    tolerance = STANDARDISED_TOLERANCE
+    bad = (std > tolerance) & ((np.abs(mean) > tolerance) | (np.abs(std - 1) > tolerance))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"image input '{name}': example {k} has mean {mean[k]:.3g} and std "
+                         f"{std[k]:.3g}, not 0 and 1: standardise each image as "
+                         "export.json's 'preprocessing' says")
 
 
 def load(directory: str | Path) -> ExportedModel:

@@ -203,6 +203,10 @@ def _signature(exported, modality: str, params: dict, cfg, manifest) -> dict:
         "output": {"shape": [BATCH, cfg.model.embed_dim], "dtype": "float32",
                    "unit_norm": True},
         "preprocessing": _preprocessing(modality, avals, manifest, cfg.data),
+        # The loader checks images against it: mmjax's own per-image standardisation is
+        # exact (mean 0, std 1), a pretrained tower's (x - mean) / std has no such test.
+        **({"standardisation": "per_example"}
+           if modality == "image" and not cfg.data.image_mean else {}),
     }
 
 
