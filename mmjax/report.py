@@ -329,8 +329,8 @@ def _cell(value) -> str:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.3f}"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
+    if isinstance(value, list):  # names, or an interval's two ends
+        return ", ".join(map(_cell, value))
     return str(value)
 
 

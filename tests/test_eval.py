@@ -77,6 +77,12 @@ def test_zeroshot_and_diagnosis_auc_are_learned(evaluated):
     assert 0 <= zeroshot["accuracy"] <= 1
     diagnosis = results["diagnosis"]
     assert diagnosis["mean_auc"] > 0.75 > untrained["diagnosis"]["mean_auc"] + 0.1
+    # Each AUC with its positives and a bootstrap interval (eval.bootstrap_samples).
+    low, high = diagnosis["mean_auc_ci95"]
+    assert low < diagnosis["mean_auc"] < high and high - low < 0.3
+    assert sum(diagnosis["positives"].values()) + sum(diagnosis["negatives"].values()) == \
+        diagnosis["num_examples"] * len(diagnosis["positives"])
+    assert zeroshot["auc_ci95"].keys() == diagnosis["sensitivity"].keys()
     assert all(0 <= v <= 1 for k, v in diagnosis.items() if k.startswith("auc/") and v)
 
 

@@ -74,6 +74,8 @@ class EvalConfig(Section):
 
     evaluators: tuple[str, ...] = ("retrieval",)  # `kind` or `kind@split`
     batch_size: int = 128
+    # resamples of the examples for each AUC's 95% interval (fixed seed); 0: no intervals
+    bootstrap_samples: int = 1000
     retrieval: RetrievalEval = section(RetrievalEval)
     zeroshot: ZeroshotEval = section(ZeroshotEval)
     probe: ProbeEval = section(ProbeEval)

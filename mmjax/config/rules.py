@@ -67,7 +67,7 @@ RANGES = {
     "optim.grad_clip_norm": POSITIVE, "optim.layer_decay": Bounds(0, 1, open_low=True),
     "model.embed_dim": at_least(1), "model.init_temperature": at_least(0),
     "model.min_logit_scale": POSITIVE, "model.max_logit_scale": POSITIVE,
-    "objectives.focal_gamma": at_least(0),
+    "objectives.focal_gamma": at_least(0), "eval.bootstrap_samples": at_least(0),
     **{f"model.{name}.{size}": at_least(1) for name in _TRANSFORMERS
        for size in ("width", "num_heads", "mlp_dim")},
     **{f"model.{name}.depth": at_least(0) for name in _TRANSFORMERS},

@@ -24,7 +24,8 @@ def evaluate(ctx, run) -> dict:
                            f"eval.{run.kind}.findings")
     results = {"num_examples": int(rows.sum()),
                "num_without_inputs": int((predictions.has_labels & ~seen).sum()),
-               **per_label_auc(labels, scores, ctx.label_names, focus)}
+               **per_label_auc(labels, scores, ctx.label_names, focus,
+                              ctx.cfg.eval.bootstrap_samples)}
     results["accuracy"] = float(((scores > 0) == labels).mean())
     ctx.save_arrays(run.file(".npz"), labels=labels, scores=scores,
                     names=np.asarray(ctx.label_names))

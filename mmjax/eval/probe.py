@@ -80,6 +80,7 @@ def evaluate(ctx, run) -> dict:
             scores = held_out.embeddings[query][test_rows] @ w + b
             per_fraction[f"{fraction:g}"] = {"num_labelled": len(chosen),
                                              **per_label_auc(test_labels, scores,
-                                                             ctx.label_names, focus)}
+                                                             ctx.label_names, focus,
+                                                             ctx.cfg.eval.bootstrap_samples)}
         results[query] = per_fraction
     return results

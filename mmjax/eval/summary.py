@@ -7,11 +7,18 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _mean_auc(metrics: dict) -> str:
+    """The mean AUC, with its bootstrap 95% interval when there is one."""
+    interval = metrics.get("mean_auc_ci95")
+    text = _number(metrics["mean_auc"])
+    return text + (f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+
+
 def _lines(kind: str, metrics: dict) -> list[str]:
     if kind == "retrieval":
         return format_table(metrics).splitlines()
     if kind == "zeroshot":
-        return [f"zero-shot {m}: mean AUC {_number(v['mean_auc'])} over "
+        return [f"zero-shot {m}: mean AUC {_mean_auc(v)} over "
                 f"{', '.join(v['mean_auc_over'])}; accuracy {_number(v['accuracy'])}"
                 for m, v in metrics.items()]
     if kind == "probe":
@@ -19,7 +26,7 @@ def _lines(kind: str, metrics: dict) -> list[str]:
             f"{float(f):.0%} labels ({v['num_labelled']}) AUC {_number(v['mean_auc'])}"
             for f, v in fractions.items()) for m, fractions in metrics.items()]
     if kind == "diagnosis":
-        line = (f"diagnosis: mean AUC {_number(metrics['mean_auc'])} over "
+        line = (f"diagnosis: mean AUC {_mean_auc(metrics)} over "
                 f"{', '.join(metrics['mean_auc_over'])}")
         if "risk_auc" in metrics:
             line += f"; risk AUC {_number(metrics['risk_auc'])}"

@@ -101,7 +101,7 @@ def evaluate(ctx, run) -> dict:
         labels = predictions.labels[rows] > 0.5
         results[query] = {
             "num_examples": int(rows.sum()),
-            **per_label_auc(labels, scores, names, focus),
+            **per_label_auc(labels, scores, names, focus, ctx.cfg.eval.bootstrap_samples),
             "accuracy": zeroshot_accuracy(scores, labels),
         }
         ctx.save_arrays(run.file(f"_{query}.npz"), labels=labels, scores=scores,

@@ -4,6 +4,7 @@ last (issue 17: an all-NaN model reported R@1 1.000 and zero-shot accuracy 0.90)
 import numpy as np
 import pytest
 
+from mmjax.config import Config
 from mmjax.config.evaluation import RetrievalEval, ZeroshotEval
 from mmjax.eval import retrieval, zeroshot
 from mmjax.eval.auc import per_label_auc, roc_auc, roc_curve
@@ -78,6 +79,7 @@ class _FakeContext:
 
     label_names = ("effusion", "pneumonia")
     out_dir = None
+    cfg = Config()
 
     def __init__(self, n: int, dim: int = 8):
         rng = np.random.default_rng(0)
