@@ -139,6 +139,20 @@ def test_videos_keep_their_audio_tracks_and_short_clips_their_length(tmp_path):
     assert summary["present"]["audio"] == pytest.approx(2 / 3)
     assert "audio    present  66.7%" in inspect_lib.format_summary(inspect_lib.summarize(out))
     inspect_lib.plot_examples(out, tmp_path / "grid.png")
+    # The grid says which modality is absent and puts time in seconds under the audio.
+    source = ShardedSource(out, "train")
+    figure = inspect_lib.example_figure(source)
+    rate = source.manifest.attributes["audio_rate_hz"]
+    for row, axes in enumerate(np.asarray(figure.axes).reshape(-1, 5)):
+        record, audio_ax = source[row], axes[3]
+        notes = [t.get_text() for t in audio_ax.texts]
+        if "audio" in record:
+            assert notes == [] and audio_ax.get_xlabel() == "s"
+            assert audio_ax.lines[0].get_xdata()[-1] == pytest.approx(
+                (record["audio_length"] - 1) / rate)
+        else:
+            assert notes == ["no audio"]
+        assert [t.get_text() for t in axes[2].texts] == ["no signal"]  # no ECGs here
 
 
 def test_unknown_format_and_missing_source_are_named(tmp_path):

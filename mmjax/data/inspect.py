@@ -58,8 +58,20 @@ def plot_examples(directory: str | Path, out_png: str | Path, split: str = "trai
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    source = ShardedSource(directory, split)
-    count = min(GRID_EXAMPLES, len(source))
+    fig = example_figure(ShardedSource(directory, split))
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def example_figure(source, count: int = GRID_EXAMPLES):
+    """The grid of `plot_examples`: an absent modality says so in its panel; the ECG and
+    audio have time in seconds (at the manifest's rates) and their units on the axes."""
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(source))
+    rates = source.manifest.attributes
     fig, axes = plt.subplots(count, 5, figsize=(17, 2.4 * count), squeeze=False)
     lead_ii = schema.ECG_LEADS.index("II")
     for row in range(count):
@@ -71,23 +83,37 @@ def plot_examples(directory: str | Path, out_png: str | Path, split: str = "trai
             video = record["video"]
             video_ax.imshow(video[len(video) // 2, ..., 0], cmap="gray")
         if "signal" in record:
-            signal_ax.plot(record["signal"][:, lead_ii].astype(np.float32), lw=0.6)
+            _trace(signal_ax, record["signal"][:, lead_ii], rates.get("signal_rate_hz"), "mV",
+                   lw=0.6)
         if "audio" in record:
             length = int(record.get("audio_length", len(record["audio"])))
-            audio_ax.plot(record["audio"][:length].astype(np.float32), lw=0.3)
+            _trace(audio_ax, record["audio"][:length], rates.get("audio_rate_hz"), "amplitude",
+                   lw=0.3)
         text_ax.text(0, 1, _wrap(record.get("report", "(no report)")), va="top", fontsize=6,
                      family="monospace")
-        titles = ("image", "video (mid frame)", "ECG lead II", "audio",
-                  record.get("patient_id", ""))
-        for ax, title in zip(axes[row], titles, strict=True):
+        panels = (("image", "image"), ("video", "video (mid frame)"),
+                  ("signal", "ECG lead II"), ("audio", "audio"))
+        for ax, (field, title) in zip(axes[row], panels, strict=False):
             ax.set_title(title, fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            if field not in record:
+                ax.text(0.5, 0.5, f"no {field}", ha="center", va="center", fontsize=8,
+                        color="grey", transform=ax.transAxes)
+            if field not in record or field in ("image", "video"):
+                ax.set_xticks([])
+                ax.set_yticks([])
+        text_ax.set_title(record.get("patient_id", ""), fontsize=7)
+        text_ax.set_axis_off()
     fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return fig
+
+
+def _trace(ax, values, rate_hz, unit: str, **style) -> None:
+    values = np.asarray(values, np.float32)
+    seconds = np.arange(len(values)) / rate_hz if rate_hz else np.arange(len(values))
+    ax.plot(seconds, values, **style)
+    ax.set_xlabel("s" if rate_hz else "sample", fontsize=6)
+    ax.set_ylabel(unit, fontsize=6)
+    ax.tick_params(labelsize=6)
 
 
 def _wrap(text: str, width: int = 60) -> str:
