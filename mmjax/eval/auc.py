@@ -16,16 +16,24 @@ def worst_where_nonfinite(labels, scores) -> np.ndarray:
     return np.where(np.isfinite(scores), scores, np.where(labels, -np.inf, np.inf))
 
 
+def _mann_whitney(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC along the last axis of bool labels and float64 scores (non-finite already made
+    the worst): the positives' rank sum, less its minimum, over the pairs; NaN where a row
+    lacks a class."""
+    positives = labels.sum(-1)
+    pairs = positives * (labels.shape[-1] - positives)
+    ranks = rankdata(scores, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * labels).sum(-1) - positives * (positives + 1) / 2) / pairs
+    return np.where(pairs > 0, auc, np.nan)
+
+
 def roc_auc(labels, scores) -> float:
     """P(score of a random positive > score of a random negative), ties counting half
     (the Mann-Whitney U statistic). NaN when either class is absent. Non-finite scores
     count as the worst (`worst_where_nonfinite`)."""
     labels = np.asarray(labels, bool)
-    positives, negatives = labels.sum(), (~labels).sum()
-    if not positives or not negatives:
-        return float("nan")
-    ranks = rankdata(worst_where_nonfinite(labels, scores))
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(_mann_whitney(labels, worst_where_nonfinite(labels, scores)))
 
 
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -56,12 +64,7 @@ def bootstrap_aucs(labels: np.ndarray, scores: np.ndarray, samples: int,
     for start in range(0, samples, BOOTSTRAP_CHUNK):
         rows = rng.integers(0, count, (min(BOOTSTRAP_CHUNK, samples - start), count))
         for j in range(labels.shape[1]):
-            y, ranks = labels[rows, j], rankdata(scores[rows, j], axis=1)
-            positives = y.sum(1)
-            pairs = positives * (count - positives)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                auc = ((ranks * y).sum(1) - positives * (positives + 1) / 2) / pairs
-            out[start:start + len(rows), j] = np.where(pairs > 0, auc, np.nan)
+            out[start:start + len(rows), j] = _mann_whitney(labels[rows, j], scores[rows, j])
     return out
 
 
