@@ -307,6 +307,12 @@ def write_params(directory: str | Path, params: dict, step: int = 0) -> None:
         manager.wait_until_finished()
 
 
+def holds_steps(directory) -> bool:
+    """Whether `directory` holds a saved step (orbax names each `<step>`; an interrupted
+    first save leaves only a tmp folder, which is not one)."""
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def place(tree, shardings):
     """Host arrays, the same on every process, as global arrays laid out by `shardings`
     (a tree or a prefix of it); each process supplies only its own devices' pieces."""

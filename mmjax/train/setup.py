@@ -15,8 +15,10 @@ from mmjax.data import pipeline
 from mmjax.nn import build as model_build
 from mmjax.parallel import rules
 from mmjax.parallel.mesh import check_divisible, make_mesh, replicated
+from mmjax.plan.params import size as parameter_count
 from mmjax.train import pins
 from mmjax.train import state as state_lib
+from mmjax.train.checkpoint import holds_steps
 from mmjax.train.optim import learning_rate_schedule, make_optimizer
 from mmjax.train.step import StepBuilder
 from mmjax.train.strategy import MeshStrategy, PmapStrategy
@@ -29,12 +31,6 @@ FROZEN_KEYS = ("model.", "data.path", "data.modalities", "data.max_text_len", "d
                "objectives.weighting", "parallel.strategy")
 
 
-def _has_checkpoint(workdir: Path) -> bool:
-    """Whether a step was ever saved (an interrupted first save leaves only a tmp folder)."""
-    directory = workdir / "checkpoints"
-    return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
-
-
 def prepare_workdir(cfg: config_lib.Config, workdir: Path, tokenizer) -> None:
     """Creates the workdir, refuses to resume under a different model or data config or
     on a dataset other than the one it pinned (`tokenizer`: the input's), and records the
@@ -43,7 +39,7 @@ def prepare_workdir(cfg: config_lib.Config, workdir: Path, tokenizer) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     is_writer = jax.process_index() == 0  # the workdir is shared by every process of a job
-    trained = _has_checkpoint(workdir)
+    trained = holds_steps(workdir / "checkpoints")
     if path.exists() and not trained:
         log.info("%s has no checkpoint yet: starting it again with this config", workdir)
     elif path.exists():
@@ -143,7 +139,6 @@ def build(cfg: config_lib.Config, definition: model_build.ModelDef, example_batc
     state = jax.jit(lambda p, s: state_lib.create(p, tx, cfg.train.seed, s),
                     out_shardings=state_shardings)(params, batch_stats)
     strategy = _strategy(cfg, mesh, state_shardings, devices)
-    log.info("model: %s parameters, mesh %s", f"{sum(x.size for x in jax.tree.leaves(params)):,}",
-             dict(mesh.shape))
+    log.info("model: %s parameters, mesh %s", f"{parameter_count(params):,}", dict(mesh.shape))
     return Run(mesh, definition, schedule, strategy.place(state), parameters.shardings,
                strategy, StepBuilder(definition, tx, schedule))

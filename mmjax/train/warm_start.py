@@ -10,7 +10,7 @@ from flax import traverse_util
 from mmjax import storage
 from mmjax.config import ConfigError, InitConfig, TextConfig
 from mmjax.nn import pretrained
-from mmjax.train.checkpoint import place, read_fields
+from mmjax.train.checkpoint import holds_steps, place, read_fields
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def _checkpoint_dir(source: Path) -> Path:
     """A workdir's checkpoints/ folder, or the folder itself if it holds checkpoints."""
     for candidate in (source / "checkpoints", source):
-        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
+        if holds_steps(candidate):
             return candidate
     raise ConfigError(f"init.from: no checkpoint under {source} (expected a workdir with "
                       "checkpoints/<step>/)")
